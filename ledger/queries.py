@@ -1,0 +1,145 @@
+"""Reads of the ledger: balances, transfers, holds."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+@dataclass(frozen=True)
+class BalanceRecord:
+    available: int
+    pending: int
+    held: int
+    debt: int
+
+
+@dataclass(frozen=True)
+class TransferRecord:
+    id: uuid.UUID
+    code: str
+    points: int
+    member_id: uuid.UUID | None
+    partner_id: uuid.UUID | None
+    client_id: str | None
+    reference: str | None
+    reversal_of_id: uuid.UUID | None
+    amount: Decimal | None
+    metadata: dict[str, Any]
+    occurred_at: datetime
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class HoldRecord:
+    id: uuid.UUID
+    member_id: uuid.UUID
+    partner_id: uuid.UUID
+    points: int
+    reference: str
+    status: str
+    expires_at: datetime
+    created_at: datetime
+    transfer_id: uuid.UUID | None
+
+
+_TRANSFER_COLUMNS = (
+    "id, code, points, member_id, partner_id, client_id, reference, reversal_of_id, amount,"
+    " metadata_ AS metadata, occurred_at, created_at"
+)
+
+
+async def balance(conn: AsyncConnection, member_id: uuid.UUID) -> BalanceRecord:
+    row = (
+        await conn.execute(
+            text(
+                "SELECT"
+                " COALESCE((SELECT sum(remaining) FROM lots WHERE member_id = :m AND remaining > 0"
+                "   AND available_at <= now() AND expires_at > now()), 0) AS available,"
+                " COALESCE((SELECT sum(remaining) FROM lots WHERE member_id = :m AND remaining > 0"
+                "   AND available_at > now() AND expires_at > now()), 0) AS pending,"
+                " COALESCE((SELECT sum(points) FROM holds WHERE member_id = :m"
+                "   AND status = 'ACTIVE' AND expires_at > now()), 0) AS held,"
+                " COALESCE((SELECT sum(remaining) FROM debts WHERE member_id = :m), 0) AS debt"
+            ),
+            {"m": member_id},
+        )
+    ).one()
+    held = int(row.held)
+    return BalanceRecord(
+        available=max(0, int(row.available) - held),
+        pending=int(row.pending),
+        held=held,
+        debt=int(row.debt),
+    )
+
+
+async def expiring(conn: AsyncConnection, member_id: uuid.UUID, within_days: int) -> int:
+    value = await conn.scalar(
+        text(
+            "SELECT COALESCE(sum(remaining), 0) FROM lots WHERE member_id = :m AND remaining > 0"
+            " AND expires_at > now() AND expires_at <= now() + make_interval(days => :d)"
+        ),
+        {"m": member_id, "d": within_days},
+    )
+    return int(value or 0)
+
+
+async def transfers_by_id(
+    conn: AsyncConnection, ids: list[uuid.UUID]
+) -> dict[uuid.UUID, TransferRecord]:
+    rows = await conn.execute(
+        text(f"SELECT {_TRANSFER_COLUMNS} FROM transfers WHERE id = ANY(:ids)"), {"ids": ids}
+    )
+    return {r.id: TransferRecord(**r._mapping) for r in rows}
+
+
+async def member_transfers(
+    conn: AsyncConnection,
+    member_id: uuid.UUID,
+    *,
+    partner_id: uuid.UUID | None,
+    before: uuid.UUID | None,
+    limit: int,
+) -> list[TransferRecord]:
+    """Newest first; a partner sees only the transfers booked at that partner."""
+    rows = await conn.execute(
+        text(
+            f"SELECT {_TRANSFER_COLUMNS} FROM transfers WHERE member_id = :m"
+            " AND (CAST(:p AS uuid) IS NULL OR partner_id = :p)"
+            " AND (CAST(:before AS uuid) IS NULL OR id < :before)"
+            " ORDER BY id DESC LIMIT :limit"
+        ),
+        {"m": member_id, "p": partner_id, "before": before, "limit": limit},
+    )
+    return [TransferRecord(**r._mapping) for r in rows]
+
+
+async def holds_by_id(conn: AsyncConnection, ids: list[uuid.UUID]) -> dict[uuid.UUID, HoldRecord]:
+    rows = await conn.execute(
+        text(
+            "SELECT id, member_id, partner_id, points, reference,"
+            " CASE WHEN status = 'ACTIVE' AND expires_at <= now() THEN 'EXPIRED'"
+            "  ELSE status END AS status, expires_at, created_at, transfer_id"
+            " FROM holds WHERE id = ANY(:ids)"
+        ),
+        {"ids": ids},
+    )
+    return {r.id: HoldRecord(**r._mapping) for r in rows}
+
+
+async def members_with_expired_lots(conn: AsyncConnection, limit: int) -> list[uuid.UUID]:
+    rows = await conn.execute(
+        text(
+            "SELECT DISTINCT member_id FROM lots WHERE remaining > 0 AND expires_at <= now()"
+            " LIMIT :limit"
+        ),
+        {"limit": limit},
+    )
+    return [r.member_id for r in rows]

@@ -1,0 +1,363 @@
+"""The points operations partners call: earn, redeem, reverse, hold, capture, void.
+
+Each runs inside the caller's transaction: the idempotency key is claimed first and its
+result stored with the effect, so a replay returns the first answer and a failure leaves
+nothing behind (not even the key).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ledger import idempotency, postings
+from ledger.errors import DomainError, ErrorCode
+from members.service import MemberRef, resolve
+from partners.caller import Caller
+from partners.earning import Purchase, compute_earn
+from partners.service import get_partner, rate_card_at
+from partners.settings import load_settings
+
+MAX_AMOUNT = Decimal("1000000000")
+MAX_POINTS = 10**12
+CLOCK_SKEW = timedelta(minutes=5)
+MAX_HOLD_MINUTES = 7 * 24 * 60
+
+
+def _partner_of(caller: Caller, operation: str) -> uuid.UUID:
+    if caller.partner_id is None:
+        raise DomainError(
+            ErrorCode.INVALID_INPUT, f"{operation} is booked by a partner's client", []
+        )
+    return caller.partner_id
+
+
+def _check_reference(reference: str) -> None:
+    if not reference.strip() or len(reference) > 200:
+        raise DomainError(
+            ErrorCode.INVALID_INPUT, "reference must be 1 to 200 characters", ["reference"]
+        )
+
+
+def _check_points(points: int | None, field: str = "points") -> None:
+    if points is not None and not 0 < points <= MAX_POINTS:
+        raise DomainError(ErrorCode.INVALID_AMOUNT, f"{field} must be 1 to {MAX_POINTS}", [field])
+
+
+def _ref_dict(ref: MemberRef) -> dict[str, Any]:
+    return {"id": ref.id, "phone": ref.phone, "partnerRef": ref.partner_ref}
+
+
+async def _replay_or_claim(
+    conn: AsyncConnection, caller: Caller, key: str, operation: str, request: dict[str, Any]
+) -> dict[str, Any] | None:
+    digest = idempotency.request_hash(operation, request)
+    return await idempotency.claim(conn, caller.client_id, key, operation, digest)
+
+
+@dataclass(frozen=True)
+class EarnOutcome:
+    member_id: str
+    transfer_id: str | None
+    points: int
+    lines: list[dict[str, Any]]
+    replayed: bool = False
+
+
+async def earn_points(
+    conn: AsyncConnection,
+    caller: Caller,
+    *,
+    member: MemberRef,
+    amount: Decimal,
+    reference: str,
+    occurred_at: datetime | None,
+    idempotency_key: str,
+) -> EarnOutcome:
+    partner_id = _partner_of(caller, "earnPoints")
+    settings = await load_settings(conn)
+    if (
+        not amount.is_finite()
+        or amount <= 0
+        or amount > MAX_AMOUNT
+        or amount.as_tuple().exponent < -settings.currency_exponent  # type: ignore[operator]
+    ):
+        raise DomainError(
+            ErrorCode.INVALID_AMOUNT,
+            f"amount must be positive, at most {MAX_AMOUNT}, with at most "
+            f"{settings.currency_exponent} decimals",
+            ["amount"],
+        )
+    _check_reference(reference)
+    request = {
+        "member": _ref_dict(member),
+        "amount": str(amount),
+        "reference": reference,
+        "occurredAt": occurred_at,
+    }
+    stored = await _replay_or_claim(conn, caller, idempotency_key, "earnPoints", request)
+    if stored is not None:
+        return EarnOutcome(**stored, replayed=True)
+    partner = await get_partner(conn, partner_id)
+    assert partner is not None
+    now = await conn.scalar(text("SELECT now()"))
+    assert isinstance(now, datetime)
+    booked_at = occurred_at or now
+    if booked_at.tzinfo is None:
+        raise DomainError(ErrorCode.INVALID_INPUT, "occurredAt needs a time zone", ["occurredAt"])
+    if booked_at > now + CLOCK_SKEW:
+        raise DomainError(ErrorCode.INVALID_INPUT, "occurredAt is in the future", ["occurredAt"])
+    available_at = booked_at + timedelta(days=partner.pending_days)
+    expires_at = available_at + timedelta(days=partner.points_validity_days)
+    if expires_at <= now:
+        raise DomainError(
+            ErrorCode.INVALID_INPUT,
+            "occurredAt is so old that its points would already have expired",
+            ["occurredAt"],
+        )
+    member_id = await resolve(conn, caller, member)
+    card = await rate_card_at(conn, partner_id, booked_at)
+    result = compute_earn(Purchase(amount=amount), card)
+    transfer_id = None
+    if result.points > 0:
+        transfer_id = await postings.earn(
+            conn,
+            member_id=member_id,
+            issuer_id=partner_id,
+            client_id=caller.client_id,
+            points=result.points,
+            reference=reference,
+            amount=amount,
+            occurred_at=booked_at,
+            available_at=available_at,
+            expires_at=expires_at,
+            metadata={
+                "explanation": [asdict(line) for line in result.lines],
+                "rate_card_id": str(card.id),
+            },
+        )
+    outcome = EarnOutcome(
+        member_id=str(member_id),
+        transfer_id=str(transfer_id) if transfer_id else None,
+        points=result.points,
+        lines=[asdict(line) for line in result.lines],
+    )
+    await idempotency.complete(conn, caller.client_id, idempotency_key, _stored(outcome))
+    return outcome
+
+
+def _stored(outcome: Any) -> dict[str, Any]:
+    data = asdict(outcome)
+    data.pop("replayed", None)
+    return data
+
+
+@dataclass(frozen=True)
+class RedeemOutcome:
+    member_id: str
+    transfer_id: str
+    points: int
+    value: str  # Decimal, in currency units
+    replayed: bool = False
+
+
+async def redeem_points(
+    conn: AsyncConnection,
+    caller: Caller,
+    *,
+    member: MemberRef,
+    points: int,
+    reference: str,
+    idempotency_key: str,
+) -> RedeemOutcome:
+    partner_id = _partner_of(caller, "redeemPoints")
+    _check_points(points)
+    _check_reference(reference)
+    request = {"member": _ref_dict(member), "points": points, "reference": reference}
+    stored = await _replay_or_claim(conn, caller, idempotency_key, "redeemPoints", request)
+    if stored is not None:
+        return RedeemOutcome(**stored, replayed=True)
+    partner = await get_partner(conn, partner_id)
+    assert partner is not None
+    if not partner.accepts_redemption:
+        raise DomainError(
+            ErrorCode.REDEMPTION_NOT_ACCEPTED, f"{partner.name} does not accept points", []
+        )
+    member_id = await resolve(conn, caller, member)
+    transfer_id = await postings.redeem(
+        conn,
+        member_id=member_id,
+        redeemer_id=partner_id,
+        client_id=caller.client_id,
+        points=points,
+        reference=reference,
+    )
+    settings = await load_settings(conn)
+    outcome = RedeemOutcome(
+        member_id=str(member_id),
+        transfer_id=str(transfer_id),
+        points=points,
+        value=str(points * settings.point_value),
+    )
+    await idempotency.complete(conn, caller.client_id, idempotency_key, _stored(outcome))
+    return outcome
+
+
+@dataclass(frozen=True)
+class ReverseOutcome:
+    member_id: str
+    transfer_id: str
+    points: int
+    replayed: bool = False
+
+
+async def reverse_transfer(
+    conn: AsyncConnection,
+    caller: Caller,
+    *,
+    transfer_id: uuid.UUID,
+    points: int | None,
+    reason: str | None,
+    idempotency_key: str,
+) -> ReverseOutcome:
+    _check_points(points)
+    if reason is not None and len(reason) > 500:
+        raise DomainError(ErrorCode.INVALID_INPUT, "reason is at most 500 characters", ["reason"])
+    request = {"transferId": str(transfer_id), "points": points, "reason": reason}
+    stored = await _replay_or_claim(conn, caller, idempotency_key, "reverseTransfer", request)
+    if stored is not None:
+        return ReverseOutcome(**stored, replayed=True)
+    row = (
+        await conn.execute(
+            text("SELECT id, code, points, member_id, partner_id FROM transfers WHERE id = :t"),
+            {"t": transfer_id},
+        )
+    ).one_or_none()
+    # Another partner's transfer is reported exactly like a missing one.
+    if row is None or row.member_id is None or not caller.can_see_partner(row.partner_id):
+        raise DomainError(ErrorCode.TRANSFER_NOT_FOUND, "no such transfer", ["transferId"])
+    original = postings.OriginalTransfer(
+        id=row.id,
+        code=row.code,
+        points=int(row.points),
+        member_id=row.member_id,
+        partner_id=row.partner_id,
+    )
+    reversal = await postings.reverse(
+        conn, original, points=points, client_id=caller.client_id, reason=reason
+    )
+    booked = await conn.scalar(text("SELECT points FROM transfers WHERE id = :t"), {"t": reversal})
+    outcome = ReverseOutcome(
+        member_id=str(row.member_id), transfer_id=str(reversal), points=int(booked or 0)
+    )
+    await idempotency.complete(conn, caller.client_id, idempotency_key, _stored(outcome))
+    return outcome
+
+
+@dataclass(frozen=True)
+class HoldOutcome:
+    member_id: str
+    hold_id: str
+    transfer_id: str | None = None
+    replayed: bool = False
+
+
+async def hold_points(
+    conn: AsyncConnection,
+    caller: Caller,
+    *,
+    member: MemberRef,
+    points: int,
+    reference: str,
+    ttl_minutes: int,
+    idempotency_key: str,
+) -> HoldOutcome:
+    partner_id = _partner_of(caller, "holdPoints")
+    _check_points(points)
+    _check_reference(reference)
+    if not 1 <= ttl_minutes <= MAX_HOLD_MINUTES:
+        raise DomainError(
+            ErrorCode.INVALID_INPUT, f"ttlMinutes must be 1 to {MAX_HOLD_MINUTES}", ["ttlMinutes"]
+        )
+    request = {
+        "member": _ref_dict(member),
+        "points": points,
+        "reference": reference,
+        "ttl": ttl_minutes,
+    }
+    stored = await _replay_or_claim(conn, caller, idempotency_key, "holdPoints", request)
+    if stored is not None:
+        return HoldOutcome(**stored, replayed=True)
+    partner = await get_partner(conn, partner_id)
+    assert partner is not None
+    if not partner.accepts_redemption:
+        raise DomainError(
+            ErrorCode.REDEMPTION_NOT_ACCEPTED, f"{partner.name} does not accept points", []
+        )
+    member_id = await resolve(conn, caller, member)
+    hold_id = await postings.hold(
+        conn,
+        member_id=member_id,
+        partner_id=partner_id,
+        client_id=caller.client_id,
+        points=points,
+        reference=reference,
+        ttl=timedelta(minutes=ttl_minutes),
+    )
+    outcome = HoldOutcome(member_id=str(member_id), hold_id=str(hold_id))
+    await idempotency.complete(conn, caller.client_id, idempotency_key, _stored(outcome))
+    return outcome
+
+
+async def _own_hold(conn: AsyncConnection, caller: Caller, hold_id: uuid.UUID) -> uuid.UUID:
+    row = (
+        await conn.execute(
+            text("SELECT member_id, partner_id FROM holds WHERE id = :h"), {"h": hold_id}
+        )
+    ).one_or_none()
+    if row is None or not caller.can_see_partner(row.partner_id):
+        raise DomainError(ErrorCode.HOLD_NOT_FOUND, "no such hold", ["holdId"])
+    member_id: uuid.UUID = row.member_id
+    return member_id
+
+
+async def capture_hold(
+    conn: AsyncConnection,
+    caller: Caller,
+    *,
+    hold_id: uuid.UUID,
+    points: int | None,
+    idempotency_key: str,
+) -> HoldOutcome:
+    _check_points(points)
+    request = {"holdId": str(hold_id), "points": points}
+    stored = await _replay_or_claim(conn, caller, idempotency_key, "captureHold", request)
+    if stored is not None:
+        return HoldOutcome(**stored, replayed=True)
+    member_id = await _own_hold(conn, caller, hold_id)
+    transfer_id = await postings.capture(conn, hold_id, points=points, client_id=caller.client_id)
+    outcome = HoldOutcome(
+        member_id=str(member_id), hold_id=str(hold_id), transfer_id=str(transfer_id)
+    )
+    await idempotency.complete(conn, caller.client_id, idempotency_key, _stored(outcome))
+    return outcome
+
+
+async def void_hold(
+    conn: AsyncConnection, caller: Caller, *, hold_id: uuid.UUID, idempotency_key: str
+) -> HoldOutcome:
+    request = {"holdId": str(hold_id)}
+    stored = await _replay_or_claim(conn, caller, idempotency_key, "voidHold", request)
+    if stored is not None:
+        return HoldOutcome(**stored, replayed=True)
+    member_id = await _own_hold(conn, caller, hold_id)
+    await postings.void(conn, hold_id)
+    outcome = HoldOutcome(member_id=str(member_id), hold_id=str(hold_id))
+    await idempotency.complete(conn, caller.client_id, idempotency_key, _stored(outcome))
+    return outcome

@@ -1,0 +1,182 @@
+"""Members, memberships and who may see whom."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from db.ids import new_id
+from ledger.accounts import MEMBER_CODES, open_accounts
+from ledger.errors import DomainError, ErrorCode
+from members.phones import normalize_phone
+from partners.caller import Caller
+from partners.settings import load_settings
+
+
+@dataclass(frozen=True)
+class MemberRef:
+    id: uuid.UUID | None = None
+    phone: str | None = None
+    partner_ref: str | None = None
+
+
+@dataclass(frozen=True)
+class MemberRecord:
+    id: uuid.UUID
+    phone: str
+    created_at: datetime
+    partner_ref: str | None  # the calling partner's own reference, if any
+
+
+async def enroll(
+    conn: AsyncConnection, caller: Caller, *, phone: str, partner_ref: str | None
+) -> MemberRecord:
+    """One phone is one member coalition-wide; enrolling again at a partner is idempotent."""
+    settings = await load_settings(conn)
+    e164 = normalize_phone(phone, settings.default_region)
+    if partner_ref is not None and not (0 < len(partner_ref) <= 200):
+        raise DomainError(
+            ErrorCode.INVALID_INPUT, "partnerRef must be 1 to 200 characters", ["partnerRef"]
+        )
+    member_id = await conn.scalar(
+        text(
+            "INSERT INTO members (id, phone) VALUES (:id, :phone)"
+            " ON CONFLICT (phone) DO NOTHING RETURNING id"
+        ),
+        {"id": new_id(), "phone": e164},
+    )
+    if member_id is not None:
+        await open_accounts(conn, member_id, MEMBER_CODES)
+    else:
+        member_id = await conn.scalar(text("SELECT id FROM members WHERE phone = :p"), {"p": e164})
+    assert isinstance(member_id, uuid.UUID)
+    if caller.partner_id is not None:
+        await _join(conn, member_id, caller.partner_id, partner_ref)
+    elif partner_ref is not None:
+        raise DomainError(
+            ErrorCode.INVALID_INPUT, "partnerRef belongs to a partner's enrollment", ["partnerRef"]
+        )
+    member = await get_member(conn, caller, member_id)
+    assert member is not None
+    return member
+
+
+async def _join(
+    conn: AsyncConnection, member_id: uuid.UUID, partner_id: uuid.UUID, partner_ref: str | None
+) -> None:
+    existing = (
+        await conn.execute(
+            text(
+                "SELECT id, partner_ref FROM memberships"
+                " WHERE partner_id = :p AND member_id = :m FOR UPDATE"
+            ),
+            {"p": partner_id, "m": member_id},
+        )
+    ).one_or_none()
+    if existing is not None and (partner_ref is None or existing.partner_ref == partner_ref):
+        return
+    if existing is not None and existing.partner_ref is not None:
+        raise DomainError(
+            ErrorCode.PARTNER_REF_TAKEN,
+            "this member is already enrolled here under another partnerRef",
+            ["partnerRef"],
+        )
+    try:
+        async with conn.begin_nested():
+            if existing is None:
+                await conn.execute(
+                    text(
+                        "INSERT INTO memberships (id, member_id, partner_id, partner_ref)"
+                        " VALUES (:id, :m, :p, :r) ON CONFLICT (partner_id, member_id) DO NOTHING"
+                    ),
+                    {"id": new_id(), "m": member_id, "p": partner_id, "r": partner_ref},
+                )
+            else:
+                await conn.execute(
+                    text("UPDATE memberships SET partner_ref = :r WHERE id = :id"),
+                    {"r": partner_ref, "id": existing.id},
+                )
+    except IntegrityError as exc:
+        raise DomainError(
+            ErrorCode.PARTNER_REF_TAKEN,
+            "another member already has this partnerRef here",
+            ["partnerRef"],
+        ) from exc
+
+
+async def resolve(conn: AsyncConnection, caller: Caller, ref: MemberRef) -> uuid.UUID:
+    """The member a reference names, if the caller may see it; else MEMBER_NOT_FOUND."""
+    given = [v for v in (ref.id, ref.phone, ref.partner_ref) if v is not None]
+    if len(given) != 1:
+        raise DomainError(
+            ErrorCode.INVALID_INPUT, "give exactly one of id, phone and partnerRef", ["member"]
+        )
+    member_id: uuid.UUID | None
+    if ref.partner_ref is not None:
+        if caller.partner_id is None:
+            raise DomainError(
+                ErrorCode.INVALID_INPUT, "partnerRef needs a partner's client", ["member"]
+            )
+        member_id = await conn.scalar(
+            text("SELECT member_id FROM memberships WHERE partner_id = :p AND partner_ref = :r"),
+            {"p": caller.partner_id, "r": ref.partner_ref},
+        )
+    else:
+        if ref.phone is not None:
+            settings = await load_settings(conn)
+            phone = normalize_phone(ref.phone, settings.default_region)
+            member_id = await conn.scalar(
+                text("SELECT id FROM members WHERE phone = :p"), {"p": phone}
+            )
+        else:
+            member_id = ref.id
+        if member_id is not None and not await visible(conn, caller, member_id):
+            member_id = None
+    if member_id is None:
+        raise DomainError(ErrorCode.MEMBER_NOT_FOUND, "no such member", ["member"])
+    return member_id
+
+
+async def visible(conn: AsyncConnection, caller: Caller, member_id: uuid.UUID) -> bool:
+    if caller.is_operator:
+        return bool(
+            await conn.scalar(text("SELECT 1 FROM members WHERE id = :m"), {"m": member_id})
+        )
+    return bool(
+        await conn.scalar(
+            text("SELECT 1 FROM memberships WHERE member_id = :m AND partner_id = :p"),
+            {"m": member_id, "p": caller.partner_id},
+        )
+    )
+
+
+async def get_members(
+    conn: AsyncConnection, caller: Caller, ids: list[uuid.UUID]
+) -> dict[uuid.UUID, MemberRecord]:
+    """Members by id that the caller may see, with the caller's own partnerRef."""
+    rows = await conn.execute(
+        text(
+            "SELECT m.id, m.phone, m.created_at, ms.partner_ref,"
+            " ms.id IS NOT NULL AS enrolled"
+            " FROM members m LEFT JOIN memberships ms"
+            "  ON ms.member_id = m.id AND ms.partner_id = CAST(:p AS uuid)"
+            " WHERE m.id = ANY(:ids)"
+        ),
+        {"ids": ids, "p": caller.partner_id},
+    )
+    return {
+        r.id: MemberRecord(r.id, r.phone, r.created_at, r.partner_ref)
+        for r in rows
+        if caller.is_operator or r.enrolled
+    }
+
+
+async def get_member(
+    conn: AsyncConnection, caller: Caller, member_id: uuid.UUID
+) -> MemberRecord | None:
+    return (await get_members(conn, caller, [member_id])).get(member_id)

@@ -1,0 +1,70 @@
+"""Coalition-wide economics: currency, point value, phone region, funding model, fee."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ledger.errors import DomainError, ErrorCode
+
+FUNDING_MODELS = ("REDEMPTION", "ISSUANCE")
+
+
+@dataclass(frozen=True)
+class CoalitionSettings:
+    currency: str
+    currency_exponent: int
+    point_value: Decimal
+    default_region: str
+    funding_model: str
+    clearing_fee: Decimal
+
+    def to_minor(self, amount: Decimal) -> Decimal:
+        """Currency units to minor units, unrounded (callers round once, by their rule)."""
+        return amount * (Decimal(10) ** self.currency_exponent)
+
+
+async def load_settings(conn: AsyncConnection) -> CoalitionSettings:
+    row = (
+        await conn.execute(
+            text(
+                "SELECT currency, currency_exponent, point_value, default_region,"
+                " funding_model, clearing_fee FROM coalition_settings WHERE id = 1"
+            )
+        )
+    ).one()
+    return CoalitionSettings(**row._mapping)
+
+
+async def update_settings(
+    conn: AsyncConnection,
+    *,
+    point_value: Decimal | None = None,
+    default_region: str | None = None,
+    funding_model: str | None = None,
+    clearing_fee: Decimal | None = None,
+) -> CoalitionSettings:
+    if funding_model is not None and funding_model not in FUNDING_MODELS:
+        raise DomainError(ErrorCode.INVALID_INPUT, "unknown funding model", ["fundingModel"])
+    for name, value in (("pointValue", point_value), ("clearingFee", clearing_fee)):
+        if value is not None and value < 0:
+            raise DomainError(ErrorCode.INVALID_AMOUNT, f"{name} must not be negative", [name])
+    if default_region is not None:
+        import phonenumbers
+
+        if default_region.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise DomainError(ErrorCode.INVALID_INPUT, "unknown region", ["defaultRegion"])
+        default_region = default_region.upper()
+    await conn.execute(
+        text(
+            "UPDATE coalition_settings SET point_value = COALESCE(:pv, point_value),"
+            " default_region = COALESCE(:region, default_region),"
+            " funding_model = COALESCE(:fm, funding_model),"
+            " clearing_fee = COALESCE(:fee, clearing_fee), updated_at = now() WHERE id = 1"
+        ),
+        {"pv": point_value, "region": default_region, "fm": funding_model, "fee": clearing_fee},
+    )
+    return await load_settings(conn)

@@ -1,0 +1,1 @@
+"""Tables of settlement (filled in by the settlement module)."""

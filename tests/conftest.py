@@ -1,0 +1,132 @@
+"""Test fixtures: a real PostgreSQL (embedded by default, DATABASE_URL when set), migrated once.
+
+Tests share one database and stay independent by creating their own partners and members
+(random slugs and phones), so the suite needs no truncation between tests.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from db.engine import create_engine
+from db.migrate import upgrade
+from partners.caller import Caller
+from partners.service import PartnerRecord, create_partner
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _embedded_test_url() -> tuple[str, str]:
+    """A fresh database in the embedded cluster kept under .coalition-test/."""
+    import subprocess
+
+    from db.embedded import embedded_socket_dir
+
+    socket_dir = embedded_socket_dir(ROOT / ".coalition-test" / "pg")
+    name = f"coalition_test_{os.getpid()}_{secrets.token_hex(3)}"
+    psql = _psql()
+    subprocess.run(
+        [psql, "-h", socket_dir, "-U", "postgres", "-d", "postgres", "-qc", f'CREATE DATABASE "{name}"'],
+        check=True,
+        capture_output=True,
+    )
+    return f"postgresql+asyncpg://postgres@/{name}?host={socket_dir}", name
+
+
+def _psql() -> str:
+    import pgserver
+
+    return str(Path(pgserver.__file__).parent / "pginstall" / "bin" / "psql")
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        from db.embedded import _asyncpg_url
+
+        resolved = _asyncpg_url(url)
+        upgrade(resolved)
+        yield resolved
+        return
+    resolved, name = _embedded_test_url()
+    upgrade(resolved)
+    yield resolved
+    import subprocess
+
+    socket_dir = resolved.split("host=", 1)[1]
+    subprocess.run(
+        [_psql(), "-h", socket_dir, "-U", "postgres", "-d", "postgres", "-qc",
+         f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'],
+        check=False,
+        capture_output=True,
+    )
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    import settlement  # noqa: F401  (subscribes settlement to ledger events)
+
+    eng = create_engine(database_url, pool_size=5)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture
+async def conn(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection in a transaction that is committed at the end of the test's block."""
+    async with engine.begin() as connection:
+        yield connection
+
+
+def unique_slug(prefix: str = "p") -> str:
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def unique_phone() -> str:
+    """A valid Russian mobile number no other test uses (random 7 digits after +7912)."""
+    return f"+7912{secrets.randbelow(10**7):07d}"
+
+
+async def make_partner(
+    engine: AsyncEngine,
+    *,
+    earn_rate: str = "1",
+    accepts_redemption: bool = True,
+    pending_days: int = 0,
+    points_validity_days: int = 365,
+    issue_price: str | None = None,
+    redeem_price: str | None = None,
+    name: str | None = None,
+) -> PartnerRecord:
+    async with engine.begin() as c:
+        return await create_partner(
+            c,
+            name=name or "Test partner",
+            slug=unique_slug(),
+            earn_rate=Decimal(earn_rate),
+            accepts_redemption=accepts_redemption,
+            pending_days=pending_days,
+            points_validity_days=points_validity_days,
+            issue_price=Decimal(issue_price) if issue_price else None,
+            redeem_price=Decimal(redeem_price) if redeem_price else None,
+        )
+
+
+def partner_caller(partner_id: uuid.UUID, *scopes: str) -> Caller:
+    granted = scopes or (
+        "members:read", "members:write", "points:earn", "points:redeem", "points:reverse",
+        "settlement:read", "reconciliation:write",
+    )
+    return Caller(client_id=f"test-{partner_id}", partner_id=partner_id, scopes=frozenset(granted))
+
+
+OPERATOR = Caller(client_id="test-operator", partner_id=None, scopes=frozenset({"operator"}))
