@@ -76,3 +76,13 @@ class CoalitionSettings(SQLModel, table=True):
     funding_model: str = text_field(default="REDEMPTION")
     clearing_fee: Decimal = decimal_field(default=Decimal("0"))
     updated_at: datetime = time_field(default_now=True)
+
+
+class RevokedToken(SQLModel, table=True):
+    """An access token revoked before its expiry (kept until it would have expired anyway)."""
+
+    __tablename__ = "revoked_tokens"
+    jti: str = Field(sa_column=Column(Text, primary_key=True))
+    client_id: str = text_field()
+    expires_at: datetime = time_field()
+    revoked_at: datetime = time_field(default_now=True)

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -34,7 +35,17 @@ def _embedded_test_url() -> tuple[str, str]:
     name = f"coalition_test_{os.getpid()}_{secrets.token_hex(3)}"
     psql = _psql()
     subprocess.run(
-        [psql, "-h", socket_dir, "-U", "postgres", "-d", "postgres", "-qc", f'CREATE DATABASE "{name}"'],
+        [
+            psql,
+            "-h",
+            socket_dir,
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-qc",
+            f'CREATE DATABASE "{name}"',
+        ],
         check=True,
         capture_output=True,
     )
@@ -64,8 +75,17 @@ def database_url() -> Iterator[str]:
 
     socket_dir = resolved.split("host=", 1)[1]
     subprocess.run(
-        [_psql(), "-h", socket_dir, "-U", "postgres", "-d", "postgres", "-qc",
-         f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'],
+        [
+            _psql(),
+            "-h",
+            socket_dir,
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-qc",
+            f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+        ],
         check=False,
         capture_output=True,
     )
@@ -123,10 +143,129 @@ async def make_partner(
 
 def partner_caller(partner_id: uuid.UUID, *scopes: str) -> Caller:
     granted = scopes or (
-        "members:read", "members:write", "points:earn", "points:redeem", "points:reverse",
-        "settlement:read", "reconciliation:write",
+        "members:read",
+        "members:write",
+        "points:earn",
+        "points:redeem",
+        "points:reverse",
+        "settlement:read",
+        "reconciliation:write",
     )
     return Caller(client_id=f"test-{partner_id}", partner_id=partner_id, scopes=frozenset(granted))
 
 
 OPERATOR = Caller(client_id="test-operator", partner_id=None, scopes=frozenset({"operator"}))
+
+
+# ---- a served API over real HTTP ---------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def server(database_url: str) -> Iterator[str]:
+    """The app served by uvicorn on a free port in a background thread; yields its base URL."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    os.environ.setdefault("COALITION_DATA_DIR", str(ROOT / ".coalition-test"))
+    os.environ["COALITION_REVOCATION_REFRESH"] = "0.5"
+    from api.app import create_app
+
+    app = create_app(database_url, run_expiry=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    instance = uvicorn.Server(config)
+    thread = threading.Thread(target=instance.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not instance.started:
+        if time.time() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    instance.should_exit = True
+    thread.join(timeout=10)
+
+
+class Api:
+    """A partner's or the operator's integration: OAuth token, then GraphQL over HTTP."""
+
+    def __init__(self, base_url: str, client_id: str, client_secret: str) -> None:
+        import httpx
+
+        self.base_url = base_url
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.http = httpx.Client(base_url=base_url, timeout=30)
+        self._token: str | None = None
+
+    def token(self, scope: str | None = None) -> str:
+        data = {"grant_type": "client_credentials"}
+        if scope is not None:
+            data["scope"] = scope
+        response = self.http.post(
+            "/oauth/token", data=data, auth=(self.client_id, self.client_secret)
+        )
+        assert response.status_code == 200, response.text
+        token: str = response.json()["access_token"]
+        return token
+
+    def gql(
+        self, query: str, variables: dict[str, object] | None = None, *, token: str | None = None
+    ) -> dict[str, Any]:
+        if token is None:
+            self._token = self._token or self.token()
+            token = self._token
+        response = self.http.post(
+            "/graphql",
+            json={"query": query, "variables": variables or {}},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def data(self, query: str, variables: dict[str, object] | None = None) -> dict[str, Any]:
+        """Run a query that must succeed without GraphQL errors."""
+        body = self.gql(query, variables)
+        assert "errors" not in body, body["errors"]
+        result: dict[str, Any] = body["data"]
+        return result
+
+
+async def make_client(
+    engine: AsyncEngine, partner_id: uuid.UUID | None, scopes: list[str]
+) -> tuple[str, str]:
+    from partners.clients import create_client
+
+    async with engine.begin() as c:
+        created = await create_client(c, partner_id=partner_id, scopes=scopes, name="test")
+    return created.client_id, created.client_secret
+
+
+PARTNER_SCOPES = [
+    "members:read",
+    "members:write",
+    "points:earn",
+    "points:redeem",
+    "points:reverse",
+    "settlement:read",
+    "reconciliation:write",
+]
+
+
+@pytest.fixture
+async def operator_api(engine: AsyncEngine, server: str) -> Api:
+    client_id, secret = await make_client(engine, None, ["operator"])
+    return Api(server, client_id, secret)
+
+
+async def partner_api(
+    engine: AsyncEngine, server: str, partner_id: uuid.UUID, scopes: list[str] | None = None
+) -> Api:
+    client_id, secret = await make_client(engine, partner_id, scopes or PARTNER_SCOPES)
+    return Api(server, client_id, secret)

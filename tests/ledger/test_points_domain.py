@@ -27,15 +27,23 @@ async def test_earn_then_redeem_across_brands(engine: AsyncEngine) -> None:
         await enroll(c, partner_caller(cinema.id), phone=phone, partner_ref=None)
     async with engine.begin() as c:
         earned = await earn_points(
-            c, partner_caller(grocer.id), member=MemberRef(partner_ref="g-1"),
-            amount=Decimal("1234.50"), reference="receipt-1", occurred_at=None,
+            c,
+            partner_caller(grocer.id),
+            member=MemberRef(partner_ref="g-1"),
+            amount=Decimal("1234.50"),
+            reference="receipt-1",
+            occurred_at=None,
             idempotency_key=key(),
         )
     assert earned.points == 123
     async with engine.begin() as c:
         burnt = await redeem_points(
-            c, partner_caller(cinema.id), member=MemberRef(phone=phone), points=100,
-            reference="ticket-1", idempotency_key=key(),
+            c,
+            partner_caller(cinema.id),
+            member=MemberRef(phone=phone),
+            points=100,
+            reference="ticket-1",
+            idempotency_key=key(),
         )
         assert burnt.value == "100.00" or Decimal(burnt.value) == Decimal(100)
         bal = await queries.balance(c, member.id)
@@ -55,7 +63,11 @@ async def test_earn_then_redeem_across_brands(engine: AsyncEngine) -> None:
     ]
     async with engine.begin() as c:
         await reverse_transfer(
-            c, partner_caller(cinema.id), transfer_id=burnt.transfer_id, points=40,
-            reason="refund", idempotency_key=key(),
+            c,
+            partner_caller(cinema.id),
+            transfer_id=burnt.transfer_id,
+            points=40,
+            reason="refund",
+            idempotency_key=key(),
         )
         assert (await queries.balance(c, member.id)).available == 63

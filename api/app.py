@@ -1,0 +1,136 @@
+"""The Starlette application: routes, lifespan (engine, keys, background tasks)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+import settlement  # noqa: F401  (subscribes settlement to ledger events)
+from api.auth import Authenticator
+from api.graphql_view import AuthenticatedGraphQL, CoalitionGraphQL
+from api.keys import load_signing_key
+from api.middleware import BodySizeLimit, RequestMetrics, render_metrics
+from api.oauth import OAuthEndpoints
+from api.revocation import RevocationList
+from api.settings import Settings, load_settings
+from api.tokens import TokenService
+from db.embedded import data_dir
+from db.engine import create_engine
+from ledger.expiry import expire_due
+from schema.root import build_schema
+
+log = logging.getLogger("coalition")
+
+
+@dataclass
+class Platform:
+    """What the routes share for the life of the process."""
+
+    settings: Settings
+    engine: AsyncEngine
+    tokens: TokenService
+    revoked: RevocationList
+
+
+async def _expiry_loop(engine: AsyncEngine, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        try:
+            report = await expire_due(engine)
+            if report.points:
+                log.info("expired %d points of %d members", report.points, report.members)
+        except Exception:
+            log.warning("expiry sweep failed; will retry", exc_info=True)
+
+
+def create_app(
+    database_url: str | None = None,
+    *,
+    settings: Settings | None = None,
+    run_expiry: bool = True,
+) -> Starlette:
+    settings = settings or load_settings()
+    engine = create_engine(database_url)
+    tokens = TokenService(
+        load_signing_key(data_dir()),
+        issuer=settings.issuer,
+        audience=settings.audience,
+        ttl_seconds=settings.token_ttl_seconds,
+    )
+    revoked = RevocationList()
+    platform = Platform(settings, engine, tokens, revoked)
+    oauth = OAuthEndpoints(engine, tokens, revoked)
+    graphiql = not settings.production
+    graphql = AuthenticatedGraphQL(
+        CoalitionGraphQL(
+            build_schema(
+                max_depth=settings.max_query_depth,
+                max_aliases=settings.max_aliases,
+                max_tokens=settings.max_tokens,
+            ),
+            engine,
+            graphiql=graphiql,
+        ),
+        Authenticator(tokens, revoked),
+        graphiql=graphiql,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await revoked.refresh(engine)
+        tasks = [asyncio.create_task(revoked.run(engine, settings.revocation_refresh_seconds))]
+        if run_expiry and settings.expiry_interval_seconds > 0:
+            tasks.append(
+                asyncio.create_task(_expiry_loop(engine, settings.expiry_interval_seconds))
+            )
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await engine.dispose()
+
+    async def healthz(request: Request) -> Response:
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception:
+            return JSONResponse({"status": "unavailable", "database": "down"}, status_code=503)
+        return JSONResponse({"status": "ok", "database": "up"})
+
+    counts: Counter[tuple[str, int]] = Counter()
+
+    async def metrics(request: Request) -> Response:
+        return PlainTextResponse(render_metrics(counts))
+
+    app = Starlette(
+        routes=[
+            Route("/oauth/token", oauth.token, methods=["POST"]),
+            Route("/oauth/introspect", oauth.introspect, methods=["POST"]),
+            Route("/oauth/revoke", oauth.revoke, methods=["POST"]),
+            Route("/.well-known/jwks.json", oauth.jwks, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+        ],
+        middleware=[
+            Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
+            Middleware(RequestMetrics, counts=counts),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.platform = platform
+    return app

@@ -1,0 +1,104 @@
+"""The `coalition` command: serve, migrate, clients, expire, settlement."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from db.embedded import database_url
+from db.migrate import upgrade
+
+app = typer.Typer(
+    help="Coalition: one points currency across partner brands.", no_args_is_help=True
+)
+clients_app = typer.Typer(help="OAuth API clients.", no_args_is_help=True)
+app.add_typer(clients_app, name="clients")
+console = Console()
+errors = Console(stderr=True)
+
+
+def _migrated_url() -> str:
+    url = database_url()
+    upgrade(url)
+    return url
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations and exit."""
+    _migrated_url()
+    console.print("[green]database is up to date[/green]")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    demo: Annotated[bool, typer.Option(help="Seed a demo coalition first.")] = False,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+) -> None:
+    """Apply migrations and serve the API (embedded PostgreSQL without DATABASE_URL)."""
+    import uvicorn
+
+    url = _migrated_url()
+    # Workers and the CLI must reach the same database: pin the resolved URL for them.
+    os.environ["DATABASE_URL"] = url
+    if demo:
+        from api.demo import seed_demo
+
+        asyncio.run(seed_demo(url, host=host, port=port, console=console))
+    uvicorn.run(
+        "api.main:app",
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        proxy_headers=True,
+    )
+
+
+@clients_app.command("create")
+def clients_create(
+    scopes: Annotated[str, typer.Option(help='Space-separated scopes, e.g. "points:earn".')],
+    operator: Annotated[bool, typer.Option("--operator", help="An operator client.")] = False,
+    partner: Annotated[str | None, typer.Option(help="The partner's slug.")] = None,
+    name: Annotated[str | None, typer.Option(help="A label for the client.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Create an API client and print its id and secret (the secret is shown only once)."""
+    if operator == (partner is not None):
+        errors.print("give exactly one of --operator and --partner SLUG")
+        raise typer.Exit(2)
+    from api.commands import create_client_command
+    from ledger.errors import DomainError
+
+    try:
+        created = asyncio.run(create_client_command(_migrated_url(), partner, scopes.split(), name))
+    except DomainError as exc:
+        errors.print(f"[red]{exc.code}[/red]: {exc.message}")
+        raise typer.Exit(1) from exc
+    if as_json:
+        sys.stdout.write(json.dumps(created) + "\n")
+    else:
+        console.print(f"client_id:     {created['client_id']}")
+        console.print(f"client_secret: {created['client_secret']}")
+        console.print(f"scopes:        {created['scopes']}")
+
+
+@app.command()
+def expire() -> None:
+    """Close lots past their expiry date and book breakage per issuer."""
+    from api.commands import expire_command
+
+    members, points = asyncio.run(expire_command(_migrated_url()))
+    console.print(f"expired {points} points of {members} members")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,66 @@
+"""Member queries and the enrollMember mutation."""
+
+from __future__ import annotations
+
+import strawberry
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ledger.errors import DomainError
+from members.service import enroll, get_member, resolve
+from partners.caller import Scope
+from schema.context import Info
+from schema.errors import UserError, query_error
+from schema.members.inputs import MemberRef
+from schema.members.types import Member
+from schema.mutation import in_transaction
+from schema.permissions import requires
+
+
+@strawberry.input
+class EnrollMemberInput:
+    phone: str
+    partner_ref: str | None = None
+
+
+@strawberry.type
+class EnrollMemberPayload:
+    member: Member | None
+    errors: list[UserError]
+
+
+@strawberry.type
+class MemberQueries:
+    @strawberry.field(
+        description="A member the caller may see, or null.",
+        extensions=requires("member", Scope.MEMBERS_READ),
+    )
+    async def member(self, info: Info, ref: MemberRef) -> Member | None:
+        caller = info.context.caller
+        try:
+            async with info.context.read() as conn:
+                member_id = await resolve(conn, caller, ref.to_domain())
+                found = await get_member(conn, caller, member_id)
+        except DomainError as exc:
+            if exc.code == "MEMBER_NOT_FOUND":
+                return None
+            raise query_error(exc) from exc
+        return Member.of(found, caller) if found else None
+
+
+@strawberry.type
+class MemberMutations:
+    @strawberry.mutation(
+        description="Enroll a phone at the calling partner (idempotent per phone and partner).",
+        extensions=requires("enrollMember", Scope.MEMBERS_WRITE),
+    )
+    async def enroll_member(self, info: Info, input: EnrollMemberInput) -> EnrollMemberPayload:
+        caller = info.context.caller
+
+        async def work(conn: AsyncConnection) -> Member:
+            record = await enroll(conn, caller, phone=input.phone, partner_ref=input.partner_ref)
+            return Member.of(record, caller)
+
+        result = await in_transaction(info, work)
+        if isinstance(result, DomainError):
+            return EnrollMemberPayload(member=None, errors=[UserError.of(result)])
+        return EnrollMemberPayload(member=result, errors=[])

@@ -1,0 +1,287 @@
+"""Points mutations (earn, redeem, reverse, holds) and the transfer query."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import strawberry
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ledger.errors import DomainError
+from members import points as ops
+from partners.caller import Scope
+from schema.context import Info
+from schema.errors import UserError, query_error
+from schema.members.inputs import MemberRef
+from schema.members.types import Member
+from schema.mutation import in_transaction
+from schema.permissions import requires
+from schema.points.types import EarnExplanationLine, Hold, Transfer
+from schema.relay import from_global_id
+
+
+async def _transfer(info: Info, raw: str | None) -> Transfer | None:
+    if raw is None:
+        return None
+    found = await info.context.transfers.load(uuid.UUID(raw))
+    return Transfer.of(found) if found else None
+
+
+async def _member(info: Info, raw: str) -> Member | None:
+    found = await info.context.members.load(uuid.UUID(raw))
+    return Member.of(found, info.context.caller) if found else None
+
+
+async def _hold(info: Info, raw: str) -> Hold | None:
+    found = await info.context.holds.load(uuid.UUID(raw))
+    return Hold.of(found) if found else None
+
+
+@strawberry.input
+class EarnPointsInput:
+    member: MemberRef
+    amount: Decimal = strawberry.field(description="Purchase amount in currency units.")
+    reference: str = strawberry.field(description="The partner's own receipt or order id.")
+    idempotency_key: str
+    occurred_at: datetime | None = strawberry.field(
+        default=None, description="When the purchase happened (default now)."
+    )
+
+
+@strawberry.type
+class EarnPointsPayload:
+    transfer: Transfer | None
+    points: int
+    member: Member | None
+    explanation: list[EarnExplanationLine]
+    errors: list[UserError]
+
+
+@strawberry.input
+class RedeemPointsInput:
+    member: MemberRef
+    points: int
+    reference: str
+    idempotency_key: str
+
+
+@strawberry.type
+class RedeemPointsPayload:
+    transfer: Transfer | None
+    points: int
+    value: Decimal | None = strawberry.field(description="Money value of the points burnt.")
+    member: Member | None
+    errors: list[UserError]
+
+
+@strawberry.input
+class ReverseTransferInput:
+    transfer_id: strawberry.ID
+    idempotency_key: str
+    points: int | None = strawberry.field(default=None, description="Partial; default all.")
+    reason: str | None = None
+
+
+@strawberry.type
+class ReverseTransferPayload:
+    transfer: Transfer | None
+    member: Member | None
+    errors: list[UserError]
+
+
+@strawberry.input
+class HoldPointsInput:
+    member: MemberRef
+    points: int
+    reference: str
+    idempotency_key: str
+    ttl_minutes: int = 15
+
+
+@strawberry.input
+class CaptureHoldInput:
+    hold_id: strawberry.ID
+    idempotency_key: str
+    points: int | None = strawberry.field(default=None, description="Default: all held points.")
+
+
+@strawberry.input
+class VoidHoldInput:
+    hold_id: strawberry.ID
+    idempotency_key: str
+
+
+@strawberry.type
+class HoldPayload:
+    hold: Hold | None
+    transfer: Transfer | None
+    member: Member | None
+    errors: list[UserError]
+
+
+def _errors(result: Any) -> list[UserError]:
+    return [UserError.of(result)] if isinstance(result, DomainError) else []
+
+
+@strawberry.type
+class PointsQueries:
+    @strawberry.field(
+        description="A transfer booked at the calling partner (any, for the operator).",
+        extensions=requires("transfer", Scope.MEMBERS_READ),
+    )
+    async def transfer(self, info: Info, id: strawberry.ID) -> Transfer | None:
+        try:
+            _, raw = from_global_id(id, "Transfer")
+        except DomainError as exc:
+            raise query_error(exc) from exc
+        found = await info.context.transfers.load(raw)
+        return Transfer.of(found) if found else None
+
+
+@strawberry.type
+class PointsMutations:
+    @strawberry.mutation(
+        description="Give points for a purchase at the calling partner.",
+        extensions=requires("earnPoints", Scope.POINTS_EARN),
+    )
+    async def earn_points(self, info: Info, input: EarnPointsInput) -> EarnPointsPayload:
+        async def work(conn: AsyncConnection) -> ops.EarnOutcome:
+            return await ops.earn_points(
+                conn,
+                info.context.caller,
+                member=input.member.to_domain(),
+                amount=input.amount,
+                reference=input.reference,
+                occurred_at=input.occurred_at,
+                idempotency_key=input.idempotency_key,
+            )
+
+        result = await in_transaction(info, work)
+        if isinstance(result, DomainError):
+            return EarnPointsPayload(
+                transfer=None, points=0, member=None, explanation=[], errors=_errors(result)
+            )
+        return EarnPointsPayload(
+            transfer=await _transfer(info, result.transfer_id),
+            points=result.points,
+            member=await _member(info, result.member_id),
+            explanation=[EarnExplanationLine(**line) for line in result.lines],
+            errors=[],
+        )
+
+    @strawberry.mutation(
+        description="Burn points at the calling partner.",
+        extensions=requires("redeemPoints", Scope.POINTS_REDEEM),
+    )
+    async def redeem_points(self, info: Info, input: RedeemPointsInput) -> RedeemPointsPayload:
+        async def work(conn: AsyncConnection) -> ops.RedeemOutcome:
+            return await ops.redeem_points(
+                conn,
+                info.context.caller,
+                member=input.member.to_domain(),
+                points=input.points,
+                reference=input.reference,
+                idempotency_key=input.idempotency_key,
+            )
+
+        result = await in_transaction(info, work)
+        if isinstance(result, DomainError):
+            return RedeemPointsPayload(
+                transfer=None, points=0, value=None, member=None, errors=_errors(result)
+            )
+        return RedeemPointsPayload(
+            transfer=await _transfer(info, result.transfer_id),
+            points=result.points,
+            value=Decimal(result.value),
+            member=await _member(info, result.member_id),
+            errors=[],
+        )
+
+    @strawberry.mutation(
+        description="Reverse all or part of an earn or a redemption booked by the caller.",
+        extensions=requires("reverseTransfer", Scope.POINTS_REVERSE),
+    )
+    async def reverse_transfer(
+        self, info: Info, input: ReverseTransferInput
+    ) -> ReverseTransferPayload:
+        async def work(conn: AsyncConnection) -> ops.ReverseOutcome:
+            _, transfer_id = from_global_id(input.transfer_id, "Transfer")
+            return await ops.reverse_transfer(
+                conn,
+                info.context.caller,
+                transfer_id=transfer_id,
+                points=input.points,
+                reason=input.reason,
+                idempotency_key=input.idempotency_key,
+            )
+
+        result = await in_transaction(info, work)
+        if isinstance(result, DomainError):
+            return ReverseTransferPayload(transfer=None, member=None, errors=_errors(result))
+        return ReverseTransferPayload(
+            transfer=await _transfer(info, result.transfer_id),
+            member=await _member(info, result.member_id),
+            errors=[],
+        )
+
+    @strawberry.mutation(
+        description="Reserve points at checkout; capture or void them later.",
+        extensions=requires("holdPoints", Scope.POINTS_REDEEM),
+    )
+    async def hold_points(self, info: Info, input: HoldPointsInput) -> HoldPayload:
+        async def work(conn: AsyncConnection) -> ops.HoldOutcome:
+            return await ops.hold_points(
+                conn,
+                info.context.caller,
+                member=input.member.to_domain(),
+                points=input.points,
+                reference=input.reference,
+                ttl_minutes=input.ttl_minutes,
+                idempotency_key=input.idempotency_key,
+            )
+
+        return await _hold_payload(info, await in_transaction(info, work))
+
+    @strawberry.mutation(
+        description="Redeem held points (all, or fewer: the rest is released).",
+        extensions=requires("captureHold", Scope.POINTS_REDEEM),
+    )
+    async def capture_hold(self, info: Info, input: CaptureHoldInput) -> HoldPayload:
+        async def work(conn: AsyncConnection) -> ops.HoldOutcome:
+            _, hold_id = from_global_id(input.hold_id, "Hold")
+            return await ops.capture_hold(
+                conn,
+                info.context.caller,
+                hold_id=hold_id,
+                points=input.points,
+                idempotency_key=input.idempotency_key,
+            )
+
+        return await _hold_payload(info, await in_transaction(info, work))
+
+    @strawberry.mutation(
+        description="Release a hold without redeeming.",
+        extensions=requires("voidHold", Scope.POINTS_REDEEM),
+    )
+    async def void_hold(self, info: Info, input: VoidHoldInput) -> HoldPayload:
+        async def work(conn: AsyncConnection) -> ops.HoldOutcome:
+            _, hold_id = from_global_id(input.hold_id, "Hold")
+            return await ops.void_hold(
+                conn, info.context.caller, hold_id=hold_id, idempotency_key=input.idempotency_key
+            )
+
+        return await _hold_payload(info, await in_transaction(info, work))
+
+
+async def _hold_payload(info: Info, result: ops.HoldOutcome | DomainError) -> HoldPayload:
+    if isinstance(result, DomainError):
+        return HoldPayload(hold=None, transfer=None, member=None, errors=_errors(result))
+    return HoldPayload(
+        hold=await _hold(info, result.hold_id),
+        transfer=await _transfer(info, result.transfer_id),
+        member=await _member(info, result.member_id),
+        errors=[],
+    )

@@ -1,0 +1,62 @@
+"""The GraphQL schema: per-domain query and mutation types merged into one, with limits on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import strawberry
+from strawberry.extensions import (
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    SchemaExtension,
+    ValidationCache,
+)
+from strawberry.schema.config import StrawberryConfig
+from strawberry.tools import merge_types
+
+from schema.masking import MaskUnexpectedErrors
+from schema.members.api import MemberMutations, MemberQueries
+from schema.members.types import Member
+from schema.partners.api import PartnerMutations, PartnerQueries
+from schema.partners.types import Partner
+from schema.points.api import PointsMutations, PointsQueries
+from schema.points.types import Hold, Transfer
+from schema.settlement.api import SettlementMutations, SettlementQueries
+from schema.viewer import ViewerQueries
+
+SDL_PATH = Path(__file__).with_name("schema.graphql")
+
+Query = merge_types(
+    "Query", (ViewerQueries, MemberQueries, PointsQueries, PartnerQueries, SettlementQueries)
+)
+Mutation = merge_types(
+    "Mutation", (MemberMutations, PointsMutations, PartnerMutations, SettlementMutations)
+)
+
+
+def build_schema(
+    *, max_depth: int = 10, max_aliases: int = 30, max_tokens: int = 2000
+) -> strawberry.Schema:
+    # Factories: a fresh extension per request (the parse and validation caches are shared).
+    extensions: list[Callable[[], SchemaExtension]] = [
+        lambda: QueryDepthLimiter(max_depth=max_depth),
+        lambda: MaxAliasesLimiter(max_alias_count=max_aliases),
+        lambda: MaxTokensLimiter(max_token_count=max_tokens),
+        lambda: ParserCache(maxsize=512),
+        lambda: ValidationCache(maxsize=512),
+        MaskUnexpectedErrors,
+    ]
+    return strawberry.Schema(
+        query=Query,
+        mutation=Mutation,
+        types=[Member, Transfer, Hold, Partner],
+        config=StrawberryConfig(auto_camel_case=True),
+        extensions=extensions,
+    )
+
+
+def export_sdl() -> str:
+    return build_schema().as_str() + "\n"

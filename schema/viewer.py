@@ -1,0 +1,76 @@
+"""`viewer` (who am I) and `node` (any object by global id)."""
+
+from __future__ import annotations
+
+import strawberry
+
+from ledger.errors import DomainError
+from partners.service import get_partner
+from schema.context import Info
+from schema.errors import query_error
+from schema.members.types import Member
+from schema.partners.types import Partner
+from schema.permissions import ANY_CLIENT, requires
+from schema.points.types import Hold, Transfer
+from schema.relay import Node, from_global_id
+
+# What a caller must hold to fetch each type through `node` (visibility is checked too).
+NODE_SCOPES = {
+    "Member": "members:read",
+    "Transfer": "members:read",
+    "Hold": "members:read",
+    "Partner": ANY_CLIENT,
+}
+
+
+@strawberry.type
+class Viewer:
+    client_id: str
+    scopes: list[str]
+    partner_id: strawberry.Private[object]
+
+    @strawberry.field(description="The caller's partner; null for the operator.")
+    async def partner(self, info: Info) -> Partner | None:
+        if info.context.caller.partner_id is None:
+            return None
+        async with info.context.read() as conn:
+            found = await get_partner(conn, info.context.caller.partner_id)
+        return Partner.of(found) if found else None
+
+
+@strawberry.type
+class ViewerQueries:
+    @strawberry.field(extensions=requires("viewer", ANY_CLIENT))
+    def viewer(self, info: Info) -> Viewer:
+        caller = info.context.caller
+        return Viewer(
+            client_id=caller.client_id, scopes=sorted(caller.scopes), partner_id=caller.partner_id
+        )
+
+    @strawberry.field(
+        description="Any object by its global id; null when missing or not visible.",
+        extensions=requires("node", ANY_CLIENT),
+    )
+    async def node(self, info: Info, id: strawberry.ID) -> Node | None:
+        try:
+            type_name, raw = from_global_id(id)
+        except DomainError as exc:
+            raise query_error(exc) from exc
+        caller = info.context.caller
+        scope = NODE_SCOPES.get(type_name)
+        if scope is None or (scope != ANY_CLIENT and not caller.has(scope)):
+            return None
+        ctx = info.context
+        if type_name == "Member":
+            member = await ctx.members.load(raw)
+            return Member.of(member, caller) if member else None
+        if type_name == "Transfer":
+            transfer = await ctx.transfers.load(raw)
+            return Transfer.of(transfer) if transfer else None
+        if type_name == "Hold":
+            hold = await ctx.holds.load(raw)
+            return Hold.of(hold) if hold else None
+        partner = await ctx.partners.load(raw)
+        if partner is None or not (caller.is_operator or caller.partner_id == partner.id):
+            return None
+        return Partner.of(partner)
