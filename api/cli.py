@@ -102,3 +102,7 @@ def expire() -> None:
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""`coalition serve --demo`: a small coalition with history, and credentials to try it."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+import settlement  # noqa: F401  (demo redemptions book their obligations)
+from db.engine import create_engine
+from members.points import earn_points, redeem_points, reverse_transfer
+from members.service import MemberRef, enroll
+from partners.caller import Caller
+from partners.clients import create_client
+from partners.service import PartnerRecord, create_partner, get_partner_by_slug
+
+
+@dataclass(frozen=True)
+class DemoPartner:
+    slug: str
+    name: str
+    earn_rate: str
+    accepts_redemption: bool
+    pending_days: int
+
+
+PARTNERS = [
+    DemoPartner("fresh-market", "Fresh Market (grocery)", "0.1", True, 0),
+    DemoPartner("skyline-cinema", "Skyline Cinema", "0.05", True, 0),
+    DemoPartner("metro-fuel", "Metro Fuel (petrol stations)", "0.02", False, 0),
+    DemoPartner("bookworm", "Bookworm (online books)", "0.1", True, 14),
+]
+PARTNER_SCOPES = [
+    "members:read",
+    "members:write",
+    "points:earn",
+    "points:redeem",
+    "points:reverse",
+    "settlement:read",
+    "reconciliation:write",
+]
+MEMBERS = ["+79120000101", "+79120000102", "+79120000103", "+79120000104", "+79120000105"]
+
+
+async def _partner(conn: AsyncConnection, spec: DemoPartner) -> tuple[PartnerRecord, bool]:
+    existing = await get_partner_by_slug(conn, spec.slug)
+    if existing is not None:
+        return existing, False
+    created = await create_partner(
+        conn,
+        name=spec.name,
+        slug=spec.slug,
+        earn_rate=Decimal(spec.earn_rate),
+        accepts_redemption=spec.accepts_redemption,
+        pending_days=spec.pending_days,
+    )
+    return created, True
+
+
+def _caller(partner: PartnerRecord) -> Caller:
+    return Caller(f"demo-{partner.slug}", partner.id, frozenset(PARTNER_SCOPES))
+
+
+async def _history(conn: AsyncConnection, partners: dict[str, PartnerRecord]) -> None:
+    """Purchases across brands over the last weeks, burns at the cinema, one refund."""
+    grocer, cinema = partners["fresh-market"], partners["skyline-cinema"]
+    fuel, books = partners["metro-fuel"], partners["bookworm"]
+    now = datetime.now(UTC)
+    for i, phone in enumerate(MEMBERS):
+        for p in partners.values():
+            await enroll(conn, _caller(p), phone=phone, partner_ref=f"{p.slug[:3]}-{1000 + i}")
+        for days_ago, partner, amount in (
+            (20, grocer, "3450.00"),
+            (12, fuel, "2800.00"),
+            (5, grocer, "1299.90"),
+            (2, books, "899.00"),
+        ):
+            await earn_points(
+                conn,
+                _caller(partner),
+                member=MemberRef(phone=phone),
+                amount=Decimal(amount) + i,
+                reference=f"{partner.slug}-r{i}-{days_ago}",
+                occurred_at=now - timedelta(days=days_ago),
+                idempotency_key=secrets.token_hex(8),
+            )
+    for i, phone in enumerate(MEMBERS[:3]):
+        burnt = await redeem_points(
+            conn,
+            _caller(cinema),
+            member=MemberRef(phone=phone),
+            points=200 + 50 * i,
+            reference=f"ticket-{i}",
+            idempotency_key=secrets.token_hex(8),
+        )
+        if i == 0:
+            await reverse_transfer(
+                conn,
+                _caller(cinema),
+                transfer_id=uuid.UUID(burnt.transfer_id),
+                points=50,
+                reason="one ticket refunded",
+                idempotency_key=secrets.token_hex(8),
+            )
+
+
+async def seed_demo(url: str, *, host: str, port: int, console: Console) -> None:
+    engine = create_engine(url, pool_size=1)
+    try:
+        async with engine.begin() as conn:
+            partners: dict[str, PartnerRecord] = {}
+            fresh = False
+            for spec in PARTNERS:
+                partners[spec.slug], created = await _partner(conn, spec)
+                fresh = fresh or created
+            if fresh:
+                await _history(conn, partners)
+            operator = await create_client(
+                conn, partner_id=None, scopes=["operator"], name="demo operator"
+            )
+            clients = {
+                slug: await create_client(
+                    conn, partner_id=p.id, scopes=PARTNER_SCOPES, name=f"demo {slug}"
+                )
+                for slug, p in partners.items()
+            }
+    finally:
+        await engine.dispose()
+    table = Table(title="Demo coalition: API clients (secrets are shown only now)")
+    for column in ("who", "client_id", "client_secret"):
+        table.add_column(column)
+    table.add_row("operator", operator.client_id, operator.client_secret)
+    for slug, c in clients.items():
+        table.add_row(slug, c.client_id, c.client_secret)
+    console.print(table)
+    grocer = clients["fresh-market"]
+    base = f"http://{host}:{port}"
+    console.print("\nTry it (Fresh Market's client; members +79120000101 … +79120000105):\n")
+    console.print(
+        f"TOKEN=$(curl -s -u {grocer.client_id}:{grocer.client_secret} "
+        f"-d grant_type=client_credentials {base}/oauth/token "
+        "| python3 -c 'import sys,json; print(json.load(sys.stdin)[\"access_token\"])')\n"
+        f'curl -s {base}/graphql -H "Authorization: Bearer $TOKEN" '
+        "-H 'Content-Type: application/json' -d '{\"query\": \"{ member(ref: {phone: "
+        '\\"+79120000101\\"}) { phone partnerRef balance { available pending held } '
+        "transfers(first: 5) { nodes { code points reference createdAt } } } }\"}'",
+        soft_wrap=True,
+        highlight=False,
+        markup=False,
+    )
+    console.print(f"\nGraphiQL: {base}/graphql (paste the token as an Authorization header)\n")
