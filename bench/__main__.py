@@ -1,0 +1,85 @@
+"""`python -m bench load|close`: measured figures and the ratios the performance targets name."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.load import Figures, run_load
+from bench.setup import OUT
+
+console = Console()
+
+
+def _by_prefix(results: list[Figures], prefix: str) -> Figures:
+    return next(r for r in results if r.name.startswith(prefix))
+
+
+def report_load(results: list[Figures], connections: int) -> None:
+    table = Table(title=f"HTTP scenarios ({connections} connections)")
+    for column in (
+        "scenario",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "requests",
+        "HTTP errors",
+        "GraphQL errors",
+    ):
+        table.add_column(column, justify="right" if column != "scenario" else "left")
+    for r in results:
+        table.add_row(
+            r.name,
+            f"{r.rps:,.0f}",
+            f"{r.p50_ms:.1f}",
+            f"{r.p99_ms:.1f}",
+            f"{r.requests:,}",
+            str(r.http_errors),
+            str(r.errors),
+        )
+    console.print(table)
+    ceiling = _by_prefix(results, "1 ")
+    earn = _by_prefix(results, "2 ")
+    hot = _by_prefix(results, "3 ")
+    replay = _by_prefix(results, "6 ")
+    ratios = Table(title="Targets")
+    for column in ("target", "measured", "met"):
+        ratios.add_column(column)
+    checks = [
+        ("earn ≥ 0.5 × ceiling", earn.rps / ceiling.rps, earn.rps / ceiling.rps >= 0.5),
+        ("earn p99 ≤ 50 ms", earn.p99_ms, earn.p99_ms <= 50),
+        ("hot issuer ≥ 0.9 × spread", hot.rps / earn.rps, hot.rps / earn.rps >= 0.9),
+        ("replay ≥ 3 × new earns", replay.rps / earn.rps, replay.rps / earn.rps >= 3),
+    ]
+    for name, value, met in checks:
+        ratios.add_row(name, f"{value:.2f}", "yes" if met else "NO")
+    console.print(ratios)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "load.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    sub = parser.add_subparsers(dest="command", required=True)
+    load = sub.add_parser("load", help="HTTP scenarios 1-6 against `coalition serve`")
+    load.add_argument("--workers", type=int, default=2)
+    load.add_argument("--connections", type=int, default=32)
+    load.add_argument("--seconds", type=int, default=10)
+    load.add_argument("--members", type=int, default=2000)
+    args = parser.parse_args()
+    if args.command == "load":
+        results = run_load(
+            workers=args.workers,
+            connections=args.connections,
+            seconds=args.seconds,
+            members=args.members,
+        )
+        report_load(results, args.connections)
+
+
+if __name__ == "__main__":
+    main()

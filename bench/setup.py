@@ -1,0 +1,115 @@
+"""Benchmark fixtures: a database of its own, partners with clients, members with points."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from db.embedded import embedded_socket_dir
+from db.ids import new_id
+from ledger import postings
+from ledger.accounts import MEMBER_CODES, account_id
+from partners.clients import create_client
+from partners.service import create_partner
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+BENCH_DATA = ROOT / ".coalition-bench"
+PARTNER_SCOPES = ["members:read", "members:write", "points:earn", "points:redeem"]
+
+
+def bench_database_url(name: str = "coalition_bench") -> str:
+    """A fresh database: on DATABASE_URL's server when set, else in an embedded cluster."""
+    import pgserver
+
+    psql = str(Path(pgserver.__file__).parent / "pginstall" / "bin" / "psql")
+    server = os.environ.get("DATABASE_URL")
+    if server:
+        base = server.rsplit("/", 1)[0]
+        admin = [psql, f"{base}/postgres"]
+        url = f"{base}/{name}".replace("postgresql://", "postgresql+asyncpg://", 1)
+    else:
+        socket_dir = embedded_socket_dir(BENCH_DATA / "pg")
+        admin = [psql, "-h", socket_dir, "-U", "postgres", "-d", "postgres"]
+        url = f"postgresql+asyncpg://postgres@/{name}?host={socket_dir}"
+    for sql in (f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"'):
+        subprocess.run([*admin, "-qc", sql], check=True, capture_output=True)
+    return url
+
+
+@dataclass(frozen=True)
+class Seeded:
+    partners: list[uuid.UUID]
+    clients: list[tuple[str, str]]  # (client_id, secret) per partner, same order
+    phones: list[str]
+
+
+async def seed(engine: AsyncEngine, *, partners: int, members: int, points: int) -> Seeded:
+    """Partners with clients; members enrolled at every partner, each funded with points."""
+    partner_ids: list[uuid.UUID] = []
+    clients: list[tuple[str, str]] = []
+    async with engine.begin() as conn:
+        for i in range(partners):
+            p = await create_partner(
+                conn, name=f"Bench partner {i}", slug=f"bench-{i}", earn_rate=Decimal("0.1")
+            )
+            c = await create_client(conn, partner_id=p.id, scopes=PARTNER_SCOPES, name="bench")
+            partner_ids.append(p.id)
+            clients.append((c.client_id, c.client_secret))
+    phones = [f"+7913{n:07d}" for n in range(members)]
+    member_ids = [new_id() for _ in phones]
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO members (id, phone) SELECT * FROM unnest(CAST(:ids AS uuid[]),"
+                " CAST(:phones AS text[]))"
+            ),
+            {"ids": member_ids, "phones": phones},
+        )
+        accounts = [
+            (account_id(code, m), str(code), m) for m in member_ids for code in MEMBER_CODES
+        ]
+        await conn.execute(
+            text(
+                "INSERT INTO accounts (id, code, owner_id) SELECT * FROM unnest("
+                "CAST(:a AS uuid[]), CAST(:c AS text[]), CAST(:o AS uuid[]))"
+            ),
+            {
+                "a": [a[0] for a in accounts],
+                "c": [a[1] for a in accounts],
+                "o": [a[2] for a in accounts],
+            },
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO memberships (id, member_id, partner_id)"
+                " SELECT uuid7(), m, p FROM unnest(CAST(:m AS uuid[])) AS m,"
+                " unnest(CAST(:p AS uuid[])) AS p"
+            ),
+            {"m": member_ids, "p": partner_ids},
+        )
+    now = datetime.now(UTC)
+    for start in range(0, len(member_ids), 500):
+        async with engine.begin() as conn:
+            for i, member_id in enumerate(member_ids[start : start + 500]):
+                await postings.earn(
+                    conn,
+                    member_id=member_id,
+                    issuer_id=partner_ids[(start + i) % len(partner_ids)],
+                    client_id=None,
+                    points=points,
+                    reference=f"seed-{start + i}",
+                    amount=None,
+                    occurred_at=now,
+                    available_at=now,
+                    expires_at=now + timedelta(days=365),
+                )
+    return Seeded(partner_ids, clients, phones)
