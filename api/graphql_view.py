@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from cross_web import HTTPException
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -22,6 +23,14 @@ class CoalitionGraphQL(GraphQL[Context, None]):
             schema, graphql_ide="graphiql" if graphiql else None, allow_queries_via_get=False
         )
         self.engine = engine
+
+    def decode_json(self, data: str | bytes) -> object:
+        """Strawberry expects an object (or a batch list) and crashes with a 500 on a JSON
+        string, number or null; those are the client's mistake, so answer 400."""
+        decoded = super().decode_json(data)
+        if not isinstance(decoded, dict | list):
+            raise HTTPException(400, "the request body must be a JSON object")
+        return decoded
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket

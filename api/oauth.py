@@ -163,6 +163,14 @@ class _Server(AuthorizationServer):  # type: ignore[misc]
         return request
 
     def handle_response(self, status: int, body: Any, headers: Any) -> Response:
+        if isinstance(body, dict) and body.get("error") == "invalid_client":
+            # Authlib answers 400 for a bad client named in form fields, and its description
+            # tells an unknown client from a wrong secret. The contract says 401 for any bad
+            # client, and the answer must not reveal which client ids exist.
+            status = 401
+            body = {"error": "invalid_client", "error_description": "client authentication failed"}
+            headers = [(k, v) for k, v in headers if k.lower() != "www-authenticate"]
+            headers.append(("WWW-Authenticate", 'Basic realm="coalition"'))
         return JSONResponse(body, status_code=status, headers=dict(headers))
 
     def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:

@@ -25,6 +25,7 @@ from schema.partners.types import Partner
 from schema.points.api import PointsMutations, PointsQueries
 from schema.points.types import Hold, Transfer
 from schema.settlement.api import SettlementMutations, SettlementQueries
+from schema.settlement.types import SettlementPeriod
 from schema.viewer import ViewerQueries
 
 SDL_PATH = Path(__file__).with_name("schema.graphql")
@@ -52,7 +53,7 @@ def build_schema(
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
-        types=[Member, Transfer, Hold, Partner],
+        types=[Member, Transfer, Hold, Partner, SettlementPeriod],
         config=StrawberryConfig(auto_camel_case=True),
         extensions=extensions,
     )

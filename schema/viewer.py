@@ -13,6 +13,8 @@ from schema.partners.types import Partner
 from schema.permissions import ANY_CLIENT, requires
 from schema.points.types import Hold, Transfer
 from schema.relay import Node, from_global_id
+from schema.settlement.types import SettlementPeriod
+from settlement.periods import get_period
 
 # What a caller must hold to fetch each type through `node` (visibility is checked too).
 NODE_SCOPES = {
@@ -20,6 +22,7 @@ NODE_SCOPES = {
     "Transfer": "members:read",
     "Hold": "members:read",
     "Partner": ANY_CLIENT,
+    "SettlementPeriod": "settlement:read",
 }
 
 
@@ -70,6 +73,10 @@ class ViewerQueries:
         if type_name == "Hold":
             hold = await ctx.holds.load(raw)
             return Hold.of(hold) if hold else None
+        if type_name == "SettlementPeriod":
+            async with ctx.read() as conn:
+                period = await get_period(conn, raw)
+            return SettlementPeriod.of(period) if period else None
         partner = await ctx.partners.load(raw)
         if partner is None or not (caller.is_operator or caller.partner_id == partner.id):
             return None

@@ -8,14 +8,31 @@ from enum import Enum
 from typing import TYPE_CHECKING, Annotated
 
 import strawberry
+from strawberry.dataloader import DataLoader
 
 from ledger.queries import HoldRecord, TransferRecord
+from partners.settings import CoalitionSettings, load_settings
 from schema.context import Info
 from schema.partners.types import Partner
 from schema.relay import Node, to_global_id
 
 if TYPE_CHECKING:
     from schema.members.types import Member
+
+
+async def coalition_settings(info: Info) -> CoalitionSettings:
+    """The coalition's settings, read at most once per request."""
+    loaders = info.context.loaders
+    if "coalition_settings" not in loaders:
+
+        async def batch(keys: list[int]) -> list[CoalitionSettings]:
+            async with info.context.read() as conn:
+                found = await load_settings(conn)
+            return [found for _ in keys]
+
+        loaders["coalition_settings"] = DataLoader(load_fn=batch)
+    found: CoalitionSettings = await loaders["coalition_settings"].load(1)
+    return found
 
 
 @strawberry.enum
@@ -42,7 +59,6 @@ class Transfer(Node):
     code: TransferCode
     points: int
     reference: str | None
-    amount: Decimal | None = strawberry.field(description="The purchase amount, for earns.")
     occurred_at: datetime
     created_at: datetime
     record: strawberry.Private[TransferRecord]
@@ -54,11 +70,17 @@ class Transfer(Node):
             code=TransferCode(r.code),
             points=r.points,
             reference=r.reference,
-            amount=r.amount,
             occurred_at=r.occurred_at,
             created_at=r.created_at,
             record=r,
         )
+
+    @strawberry.field(description="The purchase amount, for earns.")
+    async def amount(self, info: Info) -> Decimal | None:
+        if self.record.amount is None:
+            return None
+        settings = await coalition_settings(info)
+        return settings.money(self.record.amount)
 
     @strawberry.field
     async def partner(self, info: Info) -> Partner | None:

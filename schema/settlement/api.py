@@ -1,15 +1,246 @@
-"""Settlement queries and mutations (periods, statements, reconciliation)."""
+"""Settlement queries and mutations: periods, close, payments, partner reports, breaks."""
 
 from __future__ import annotations
 
+from datetime import datetime
+from decimal import Decimal
+from enum import Enum
+
 import strawberry
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ledger.errors import DomainError, ErrorCode
+from partners.caller import Scope
+from partners.settings import load_settings
+from schema.context import Info
+from schema.errors import UserError, query_error
+from schema.mutation import in_transaction
+from schema.permissions import requires
+from schema.relay import Connection, connection, decode_cursor, from_global_id, page_size
+from schema.settlement.types import (
+    PartnerReport,
+    PaymentInstruction,
+    ReconciliationBreak,
+    SettlementPeriod,
+)
+from settlement import close, payments, periods, reconciliation
+from settlement.records import ReportLine
+
+
+@strawberry.input
+class CloseSettlementPeriodInput:
+    cutoff: datetime | None = strawberry.field(
+        default=None, description="Default now; not before the period's start, not in the future."
+    )
+    period_id: strawberry.ID | None = strawberry.field(
+        default=None,
+        description="The OPEN period you mean to close: a retried close of an already closed"
+        " period is refused instead of closing the next one.",
+    )
+
+
+@strawberry.type
+class CloseSettlementPeriodPayload:
+    period: SettlementPeriod | None
+    errors: list[UserError]
+
+
+@strawberry.input
+class RecordSettlementPaymentInput:
+    instruction_id: strawberry.ID
+    bank_reference: str
+
+
+@strawberry.type
+class RecordSettlementPaymentPayload:
+    instruction: PaymentInstruction | None
+    period: SettlementPeriod | None
+    errors: list[UserError]
+
+
+@strawberry.enum
+class ReportRecordKind(Enum):
+    EARN = "EARN"
+    REDEEM = "REDEEM"
+    REVERSAL = "REVERSAL"
+
+
+@strawberry.input
+class ReportRecordInput:
+    reference: str
+    kind: ReportRecordKind
+    points: int
+    amount: Decimal | None = strawberry.field(
+        default=None, description="EARN: the purchase amount; REDEEM: the points' value."
+    )
+
+
+@strawberry.input
+class SubmitPartnerReportInput:
+    period_id: strawberry.ID
+    records: list[ReportRecordInput]
+    partner_id: strawberry.ID | None = strawberry.field(
+        default=None, description="Operator only: the partner the report is for."
+    )
+
+
+@strawberry.type
+class SubmitPartnerReportPayload:
+    report: PartnerReport | None
+    errors: list[UserError]
+
+
+@strawberry.enum
+class BreakResolution(Enum):
+    ACCEPT = "ACCEPT"
+    ADJUST = "ADJUST"
+
+
+@strawberry.input
+class ResolveReconciliationBreakInput:
+    break_id: strawberry.ID
+    action: BreakResolution
+    note: str | None = None
+    points: int | None = strawberry.field(
+        default=None,
+        description="ADJUST: signed points (positive: the operator owes the partner);"
+        " default from the break.",
+    )
+
+
+@strawberry.type
+class ResolveReconciliationBreakPayload:
+    break_: ReconciliationBreak | None = strawberry.field(name="break")
+    errors: list[UserError]
 
 
 @strawberry.type
 class SettlementQueries:
-    pass
+    @strawberry.field(
+        description="Settlement periods, oldest first.",
+        extensions=requires("settlementPeriods", Scope.SETTLEMENT_READ),
+    )
+    async def settlement_periods(
+        self, info: Info, first: int | None = None, after: str | None = None
+    ) -> Connection[SettlementPeriod]:
+        try:
+            size = page_size(first)
+            cursor = decode_cursor(after)
+        except DomainError as exc:
+            raise query_error(exc) from exc
+        async with info.context.read() as conn:
+            rows = await periods.list_periods(conn, cursor, size + 1)
+        return connection([SettlementPeriod.of(r) for r in rows], [r.id for r in rows], size)
+
+    @strawberry.field(extensions=requires("settlementPeriod", Scope.SETTLEMENT_READ))
+    async def settlement_period(self, info: Info, id: strawberry.ID) -> SettlementPeriod | None:
+        try:
+            _, period_id = from_global_id(id, "SettlementPeriod")
+        except DomainError as exc:
+            raise query_error(exc) from exc
+        async with info.context.read() as conn:
+            found = await periods.get_period(conn, period_id)
+        return SettlementPeriod.of(found) if found else None
+
+    @strawberry.field(
+        description="The period now OPEN (where new bookings land).",
+        extensions=requires("currentSettlementPeriod", Scope.SETTLEMENT_READ),
+    )
+    async def current_settlement_period(self, info: Info) -> SettlementPeriod:
+        async with info.context.read() as conn:
+            return SettlementPeriod.of(await periods.current_period(conn))
 
 
 @strawberry.type
 class SettlementMutations:
-    pass
+    @strawberry.mutation(
+        description="Close the OPEN period at the cutoff and compute its settlement.",
+        extensions=requires("closeSettlementPeriod", Scope.OPERATOR),
+    )
+    async def close_settlement_period(
+        self, info: Info, input: CloseSettlementPeriodInput
+    ) -> CloseSettlementPeriodPayload:
+        async def work(conn: AsyncConnection) -> SettlementPeriod:
+            if input.period_id is not None:
+                _, expected = from_global_id(input.period_id, "SettlementPeriod")
+                current = await periods.current_period(conn)
+                if current.id != expected:
+                    raise DomainError(
+                        ErrorCode.PERIOD_NOT_FOUND,
+                        "that period is not the OPEN one (already closed?)",
+                        ["periodId"],
+                    )
+            return SettlementPeriod.of(await close.close_period(conn, input.cutoff))
+
+        result = await in_transaction(info, work)
+        if isinstance(result, DomainError):
+            return CloseSettlementPeriodPayload(period=None, errors=[UserError.of(result)])
+        return CloseSettlementPeriodPayload(period=result, errors=[])
+
+    @strawberry.mutation(
+        description="Mark a payment instruction paid; the period is SETTLED with the last one.",
+        extensions=requires("recordSettlementPayment", Scope.OPERATOR),
+    )
+    async def record_settlement_payment(
+        self, info: Info, input: RecordSettlementPaymentInput
+    ) -> RecordSettlementPaymentPayload:
+        async def work(conn: AsyncConnection) -> tuple[PaymentInstruction, SettlementPeriod]:
+            _, instruction_id = from_global_id(input.instruction_id, "PaymentInstruction")
+            paid = await payments.record_payment(conn, instruction_id, input.bank_reference)
+            exponent = (await load_settings(conn)).currency_exponent
+            period = await periods.require_period(conn, paid.period_id)
+            return PaymentInstruction.of(paid, exponent), SettlementPeriod.of(period)
+
+        result = await in_transaction(info, work)
+        if isinstance(result, DomainError):
+            return RecordSettlementPaymentPayload(
+                instruction=None, period=None, errors=[UserError.of(result)]
+            )
+        return RecordSettlementPaymentPayload(instruction=result[0], period=result[1], errors=[])
+
+    @strawberry.mutation(
+        description="Submit the partner's own record of a period; breaks come back at once.",
+        extensions=requires("submitPartnerReport", Scope.RECONCILIATION_WRITE),
+    )
+    async def submit_partner_report(
+        self, info: Info, input: SubmitPartnerReportInput
+    ) -> SubmitPartnerReportPayload:
+        async def work(conn: AsyncConnection) -> PartnerReport:
+            _, period_id = from_global_id(input.period_id, "SettlementPeriod")
+            partner_id = (
+                from_global_id(input.partner_id, "Partner")[1] if input.partner_id else None
+            )
+            lines = [
+                ReportLine(
+                    reference=r.reference, kind=r.kind.value, points=r.points, amount=r.amount
+                )
+                for r in input.records
+            ]
+            report = await reconciliation.submit_report(
+                conn, info.context.caller, period_id, lines, partner_id=partner_id
+            )
+            return PartnerReport.of(report)
+
+        result = await in_transaction(info, work)
+        if isinstance(result, DomainError):
+            return SubmitPartnerReportPayload(report=None, errors=[UserError.of(result)])
+        return SubmitPartnerReportPayload(report=result, errors=[])
+
+    @strawberry.mutation(
+        description="Resolve a break: ACCEPT it with a note, or ADJUST with a booked correction.",
+        extensions=requires("resolveReconciliationBreak", Scope.OPERATOR),
+    )
+    async def resolve_reconciliation_break(
+        self, info: Info, input: ResolveReconciliationBreakInput
+    ) -> ResolveReconciliationBreakPayload:
+        async def work(conn: AsyncConnection) -> ReconciliationBreak:
+            _, break_id = from_global_id(input.break_id, "ReconciliationBreak")
+            resolved = await reconciliation.resolve_break(
+                conn, info.context.caller, break_id, input.action.value, input.note, input.points
+            )
+            return ReconciliationBreak.of(resolved)
+
+        result = await in_transaction(info, work)
+        if isinstance(result, DomainError):
+            return ResolveReconciliationBreakPayload(break_=None, errors=[UserError.of(result)])
+        return ResolveReconciliationBreakPayload(break_=result, errors=[])

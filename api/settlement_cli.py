@@ -1,0 +1,188 @@
+"""`coalition settlement ...`: the operator's settlement desk on the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from db.embedded import database_url
+from db.engine import create_engine
+from db.ids import OPERATOR_PARTY
+from db.migrate import upgrade
+from ledger.errors import DomainError, ErrorCode
+from partners.caller import Caller
+from partners.service import get_partner_by_slug
+
+app = typer.Typer(help="Settlement periods, statements, reconciliation.", no_args_is_help=True)
+console = Console()
+errors = Console(stderr=True)
+OPERATOR = Caller(client_id="cli", partner_id=None, scopes=frozenset({"operator"}))
+T = TypeVar("T")
+
+
+def _run(work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    """Run one transaction against the configured database; domain errors exit with code 1."""
+    import settlement  # noqa: F401  (adjustments book their obligations)
+
+    url = database_url()
+    upgrade(url)
+
+    async def go() -> T:
+        engine = create_engine(url, pool_size=1)
+        try:
+            async with engine.begin() as conn:
+                return await work(conn)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(go())
+    except DomainError as exc:
+        errors.print(f"[red]{exc.code}[/red]: {exc.message}")
+        raise typer.Exit(1) from exc
+
+
+def _id(raw: str, type_name: str) -> uuid.UUID:
+    """An id as the CLI prints it (a UUID) or as GraphQL gives it (a global id)."""
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        from schema.relay import from_global_id
+
+        return from_global_id(raw, type_name)[1]
+
+
+def _period_id(raw: str) -> uuid.UUID:
+    return _id(raw, "SettlementPeriod")
+
+
+async def _partner_id(conn: AsyncConnection, slug: str) -> uuid.UUID:
+    if slug == "operator":
+        return OPERATOR_PARTY
+    partner = await get_partner_by_slug(conn, slug)
+    if partner is None:
+        raise DomainError(ErrorCode.PARTNER_NOT_FOUND, f"no partner {slug!r}", ["partner"])
+    return partner.id
+
+
+@app.command("periods")
+def list_periods() -> None:
+    """List settlement periods."""
+    from settlement.periods import list_periods as fetch
+
+    rows = _run(lambda conn: fetch(conn, None, 1000))
+    table = Table()
+    for column in ("id", "status", "starts_at", "cutoff", "settled_at"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            str(r.id), r.status, str(r.starts_at), str(r.cutoff or ""), str(r.settled_at or "")
+        )
+    console.print(table)
+
+
+@app.command("close")
+def close(
+    cutoff: Annotated[
+        datetime | None, typer.Option(help="ISO time with zone; default now.")
+    ] = None,
+) -> None:
+    """Close the OPEN period and compute obligations, positions and instructions."""
+    from settlement.close import close_period
+
+    period = _run(lambda conn: close_period(conn, cutoff))
+    console.print(f"closed period {period.id} at {period.cutoff} ({period.status})")
+
+
+@app.command("statement")
+def statement(
+    period: Annotated[str, typer.Option(help="Period id.")],
+    partner: Annotated[str, typer.Option(help="Partner slug (or 'operator').")],
+    format: Annotated[str, typer.Option(help="csv or json.")] = "csv",
+    output: Annotated[Path | None, typer.Option(help="Write to this file.")] = None,
+) -> None:
+    """A partner's statement of a period, as CSV or JSON."""
+    from settlement.statements import render_csv, render_json
+    from settlement.statements import statement as fetch
+
+    if format not in ("csv", "json"):
+        errors.print("--format must be csv or json")
+        raise typer.Exit(2)
+
+    async def work(conn: AsyncConnection) -> str:
+        record = await fetch(conn, OPERATOR, _period_id(period), await _partner_id(conn, partner))
+        return render_csv(record) if format == "csv" else render_json(record)
+
+    text = _run(work)
+    if output:
+        output.write_text(text)
+        console.print(f"wrote {output}")
+    else:
+        typer.echo(text, nl=not text.endswith("\n"))
+
+
+@app.command("report")
+def report(
+    period: Annotated[str, typer.Option(help="Period id.")],
+    partner: Annotated[str, typer.Option(help="The reporting partner's slug.")],
+    file: Annotated[Path, typer.Option(help="CSV: reference,kind,points,amount")],
+) -> None:
+    """Reconcile a partner's own file against the ledger and list the breaks."""
+    from settlement.reconciliation import submit_report
+    from settlement.report_csv import parse_report_csv
+
+    async def work(conn: AsyncConnection) -> Any:
+        lines = parse_report_csv(file.read_text())
+        partner_id = await _partner_id(conn, partner)
+        return await submit_report(
+            conn, OPERATOR, _period_id(period), lines, partner_id=partner_id, source="CSV"
+        )
+
+    result = _run(work)
+    console.print(f"report {result.id}: {result.record_count} records, {len(result.breaks)} breaks")
+    for b in result.breaks:
+        # One plain line per break: readable, and easy to grep or cut.
+        console.print(
+            f"{b.kind} {b.record_kind} {b.reference!r} reported={b.reported_points}"
+            f"/{b.reported_amount} ledger={b.ledger_points}/{b.ledger_amount} break={b.id}",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )
+
+
+@app.command("verify")
+def verify(period: Annotated[str, typer.Option(help="Period id.")]) -> None:
+    """Prove the period's obligations equal what its ledger implies; exit 1 on a difference."""
+    from settlement.verify import verify_period
+
+    result = _run(lambda conn: verify_period(conn, _period_id(period)))
+    if result.ok:
+        console.print(f"[green]ok[/green]: {result.obligations_checked} obligations verified")
+        return
+    for d in result.differences:
+        console.print(f"[red]{d.check}[/red] {d.message} (expected {d.expected}, got {d.actual})")
+    raise typer.Exit(1)
+
+
+@app.command("pay")
+def pay(
+    instruction: Annotated[str, typer.Option(help="Payment instruction id.")],
+    reference: Annotated[str, typer.Option(help="The bank's reference of the payment.")],
+) -> None:
+    """Record that a payment instruction was paid."""
+    from settlement.payments import record_payment
+
+    paid = _run(
+        lambda conn: record_payment(conn, _id(instruction, "PaymentInstruction"), reference)
+    )
+    console.print(f"instruction {paid.id} paid at {paid.paid_at}")
