@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from rich.console import Console
-from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 import settlement  # noqa: F401  (demo redemptions book their obligations)
@@ -132,13 +131,16 @@ async def seed_demo(url: str, *, host: str, port: int, console: Console) -> None
             }
     finally:
         await engine.dispose()
-    table = Table(title="Demo coalition: API clients (secrets are shown only now)")
-    for column in ("who", "client_id", "client_secret"):
-        table.add_column(column)
-    table.add_row("operator", operator.client_id, operator.client_secret)
-    for slug, c in clients.items():
-        table.add_row(slug, c.client_id, c.client_secret)
-    console.print(table)
+    # Plain lines, never a table: a secret must not be cut to fit a narrow terminal.
+    console.print("\nDemo coalition: API clients (the secrets are shown only now)\n")
+    rows = [("operator", operator), *clients.items()]
+    for who, c in rows:
+        console.print(
+            f"  {who:<15} client_id={c.client_id}  client_secret={c.client_secret}",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )
     grocer = clients["fresh-market"]
     base = f"http://{host}:{port}"
     console.print("\nTry it (Fresh Market's client; members +79120000101 … +79120000105):\n")
