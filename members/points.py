@@ -203,7 +203,7 @@ async def redeem_points(
         member_id=str(member_id),
         transfer_id=str(transfer_id),
         points=points,
-        value=str(points * settings.point_value),
+        value=str(settings.money(points * settings.point_value)),
     )
     await idempotency.complete(conn, caller.client_id, idempotency_key, _stored(outcome))
     return outcome

@@ -26,6 +26,13 @@ class CoalitionSettings:
         """Currency units to minor units, unrounded (callers round once, by their rule)."""
         return amount * (Decimal(10) ** self.currency_exponent)
 
+    def money(self, amount: Decimal) -> Decimal:
+        """An amount as partners expect to read it, losslessly: no zeros past the minor unit
+        ("120.000000" from a NUMERIC(20, 6) column reads "120.00"), every significant digit kept.
+        """
+        quantized = amount.quantize(Decimal(1).scaleb(-self.currency_exponent))
+        return quantized if quantized == amount else amount.normalize()
+
 
 async def load_settings(conn: AsyncConnection) -> CoalitionSettings:
     row = (
