@@ -12,7 +12,7 @@ from rich.table import Table
 from bench.load import Figures, run_load
 from bench.setup import OUT
 
-console = Console()
+console = Console(width=140)
 
 
 def _by_prefix(results: list[Figures], prefix: str) -> Figures:
@@ -70,6 +70,9 @@ def main() -> None:
     load.add_argument("--connections", type=int, default=32)
     load.add_argument("--seconds", type=int, default=10)
     load.add_argument("--members", type=int, default=2000)
+    close = sub.add_parser("close", help="scenario 8: close a period of 1,000,000 obligations")
+    close.add_argument("--obligations", type=int, default=1_000_000)
+    close.add_argument("--partners", type=int, default=50)
     args = parser.parse_args()
     if args.command == "load":
         results = run_load(
@@ -79,6 +82,33 @@ def main() -> None:
             members=args.members,
         )
         report_load(results, args.connections)
+    elif args.command == "close":
+        from bench.close import run_close
+
+        figures = run_close(args.obligations, args.partners)
+        table = Table(title="Scenario 8: period close")
+        for column in (
+            "obligations",
+            "partners",
+            "seed s",
+            "close s",
+            "positions",
+            "instructions",
+            "peak RSS MiB",
+            "target ≤ 5 s",
+        ):
+            table.add_column(column, justify="right")
+        table.add_row(
+            f"{figures.obligations:,}",
+            str(figures.partners),
+            f"{figures.seed_seconds:.1f}",
+            f"{figures.close_seconds:.2f}",
+            str(figures.positions),
+            str(figures.instructions),
+            f"{figures.peak_rss_mib:.0f}",
+            "met" if figures.close_seconds <= 5 else "NOT MET",
+        )
+        console.print(table)
 
 
 if __name__ == "__main__":
