@@ -398,6 +398,7 @@ async def _reverse_earn(
         await conn.execute(
             text(
                 "SELECT l.id, l.remaining,"
+                " (l.available_at <= now() AND l.expires_at > now()) AS spendable,"
                 " (SELECT COALESCE(sum(points), 0) FROM consumptions"
                 "   WHERE lot_id = l.id AND kind = 'EXPIRY') AS expired,"
                 " (SELECT COALESCE(sum(points), 0) FROM transfers"
@@ -417,8 +418,14 @@ async def _reverse_earn(
         reversal_of=original.id,
         metadata=metadata,
     )
-    # 1. What is still in the earn's own lot.
+    # Points that back active holds stay where they are: a hold is a promise to a partner
+    # that its capture will find them. `margin` is what may still leave the spendable lots.
+    margin = max(0, await spendable(conn, member_id))
+    # 1. What is still in the earn's own lot (less what backs holds, when it is spendable).
     from_lot = min(wanted, int(lot.remaining))
+    if lot.spendable:
+        from_lot = min(from_lot, margin)
+        margin -= from_lot
     if from_lot:
         await conn.execute(
             text("UPDATE lots SET remaining = remaining - :p WHERE id = :lot"),
@@ -448,17 +455,7 @@ async def _reverse_earn(
     # 3. What was already spent: clawed back from the member's other points, not held ones.
     rest = wanted - from_lot - from_breakage
     if rest:
-        clawable = max(0, await _unheld_points(conn, member_id))
-        clawed = await _consume(
-            conn,
-            reversal,
-            member_id,
-            min(rest, clawable),
-            kind="CLAWBACK",
-            redeemer=issuer,
-            only_available=False,
-        )
-        rest -= clawed
+        rest -= await _claw_back(conn, reversal, member_id, issuer, rest, margin)
     # 4. Anything left becomes a recorded debt that the member's next earns repay.
     if rest:
         await post.transfer(
@@ -480,17 +477,59 @@ async def _reverse_earn(
     return reversal
 
 
-async def _unheld_points(conn: AsyncConnection, member_id: uuid.UUID) -> int:
-    value = await conn.scalar(
+async def _claw_back(
+    conn: AsyncConnection,
+    reversal: uuid.UUID,
+    member_id: uuid.UUID,
+    issuer: uuid.UUID,
+    points: int,
+    margin: int,
+) -> int:
+    """Take up to `points` from the member's unexpired lots, earliest expiry first, but no more
+    than `margin` from spendable ones (the rest of those back active holds). Pending points
+    back no hold and may all be taken. Returns the points taken."""
+    lots = (
+        await conn.execute(
+            text(
+                "SELECT id, issuer_partner_id, remaining, available_at <= now() AS spendable"
+                " FROM lots WHERE member_id = :m AND remaining > 0 AND expires_at > now()"
+                " ORDER BY expires_at, id"
+            ),
+            {"m": member_id},
+        )
+    ).all()
+    ids: list[uuid.UUID] = []
+    issuers: list[uuid.UUID] = []
+    takes: list[int] = []
+    left = points
+    for lot in lots:
+        if left <= 0:
+            break
+        take = min(int(lot.remaining), left, margin if lot.spendable else left)
+        if take <= 0:
+            continue
+        if lot.spendable:
+            margin -= take
+        left -= take
+        ids.append(lot.id)
+        issuers.append(lot.issuer_partner_id)
+        takes.append(take)
+    if not ids:
+        return 0
+    await conn.execute(
         text(
-            "SELECT COALESCE((SELECT sum(remaining) FROM lots WHERE member_id = :m"
-            "  AND remaining > 0 AND expires_at > now()), 0)"
-            " - COALESCE((SELECT sum(points) FROM holds WHERE member_id = :m"
-            "  AND status = 'ACTIVE' AND expires_at > now()), 0)"
+            "WITH take AS (SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:issuers AS uuid[]),"
+            "  CAST(:pts AS bigint[])) AS x(lot_id, issuer_partner_id, pts)),"
+            " spent AS (UPDATE lots SET remaining = lots.remaining - take.pts FROM take"
+            "  WHERE lots.id = take.lot_id RETURNING lots.id)"
+            " INSERT INTO consumptions (id, transfer_id, lot_id, kind, issuer_partner_id,"
+            "  redeemer_partner_id, points)"
+            " SELECT uuid7(), :t, take.lot_id, 'CLAWBACK', take.issuer_partner_id, :redeemer,"
+            "  take.pts FROM take JOIN spent ON spent.id = take.lot_id"
         ),
-        {"m": member_id},
+        {"ids": ids, "issuers": issuers, "pts": takes, "t": reversal, "redeemer": issuer},
     )
-    return int(value or 0)
+    return points - left
 
 
 _RESTORE = text(
@@ -614,6 +653,9 @@ async def capture(
     member_id = await conn.scalar(text("SELECT member_id FROM holds WHERE id = :h"), {"h": hold_id})
     if member_id is None:
         raise DomainError(ErrorCode.HOLD_NOT_FOUND, "no such hold", ["holdId"])
+    # Same lock order as every posting: the begin hooks (settlement's period lock) first,
+    # then the member row, so a period close queued in between cannot form a wait cycle.
+    await events.begin(conn)
     await conn.execute(
         text("SELECT id FROM members WHERE id = :m FOR NO KEY UPDATE"), {"m": member_id}
     )
