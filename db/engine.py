@@ -22,7 +22,7 @@ def create_engine(url: str | None = None, *, pool_size: int | None = None) -> As
         url or database_url(),
         pool_size=size,
         max_overflow=size,
-        pool_pre_ping=True,
+        pool_pre_ping=os.environ.get("COALITION_DB_PRE_PING", "0") == "1",
         json_serializer=_json_dumps,
         json_deserializer=orjson.loads,
     )

@@ -59,6 +59,33 @@ async def claim(
     return result
 
 
+_LOOKUP = text(
+    "SELECT operation, request_hash, result FROM idempotency_keys WHERE client_id = :c AND key = :k"
+)
+
+
+async def lookup(
+    conn: AsyncConnection, client_id: str, key: str, operation: str, digest: str
+) -> dict[str, Any] | None:
+    """A read-only replay check: the stored result when the key was used for this very request.
+
+    None when the key is new, or claimed by a request still in flight (the caller then takes
+    the transactional path, which waits for it); IDEMPOTENCY_KEY_REUSED when it was used for a
+    different request.
+    """
+    row = (await conn.execute(_LOOKUP, {"c": client_id, "k": key})).one_or_none()
+    if row is None or not row.result:
+        return None
+    if row.operation != operation or row.request_hash != digest:
+        raise DomainError(
+            ErrorCode.IDEMPOTENCY_KEY_REUSED,
+            "this idempotencyKey was already used with a different request",
+            ["idempotencyKey"],
+        )
+    result: dict[str, Any] = row.result
+    return result
+
+
 async def complete(conn: AsyncConnection, client_id: str, key: str, result: dict[str, Any]) -> None:
     await conn.execute(
         text(

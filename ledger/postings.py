@@ -24,6 +24,7 @@ from db.ids import new_id
 from ledger import events
 from ledger.accounts import AccountCode, account_id
 from ledger.errors import DomainError, ErrorCode
+from ledger.queries import TRANSFER_COLUMNS, TransferRecord
 
 
 class TransferCode:
@@ -182,6 +183,19 @@ async def _consume(
     return sum(int(r.points) for r in rows)
 
 
+_INSERT_EARN = text(
+    "WITH t AS (INSERT INTO transfers (id, code, debit_account_id, credit_account_id, points,"
+    "  member_id, partner_id, client_id, reference, amount, metadata_, occurred_at, created_at)"
+    "  VALUES (:id, 'EARN', :debit, :credit, :points, :member, :issuer, :client, :reference,"
+    "  :amount, :metadata, COALESCE(:occurred_at, clock_timestamp()), clock_timestamp())"
+    f"  RETURNING {TRANSFER_COLUMNS}),"
+    " lot AS (INSERT INTO lots (id, member_id, issuer_partner_id, transfer_id, points, remaining,"
+    "  available_at, expires_at) SELECT :lot, :member, :issuer, t.id, :points, :points,"
+    "  :available_at, :expires_at FROM t)"
+    " SELECT * FROM t"
+).bindparams(bindparam("metadata", type_=JSONB))
+
+
 async def earn(
     conn: AsyncConnection,
     *,
@@ -197,38 +211,64 @@ async def earn(
     metadata: dict[str, Any] | None = None,
 ) -> uuid.UUID:
     """Book an earn and its lot; repay the member's debts from the new lot first."""
+    booked = await book_earn(
+        conn,
+        member_id=member_id,
+        issuer_id=issuer_id,
+        client_id=client_id,
+        points=points,
+        reference=reference,
+        amount=amount,
+        occurred_at=occurred_at,
+        available_at=available_at,
+        expires_at=expires_at,
+        metadata=metadata,
+    )
+    return booked.id
+
+
+async def book_earn(
+    conn: AsyncConnection,
+    *,
+    member_id: uuid.UUID,
+    issuer_id: uuid.UUID,
+    client_id: str | None,
+    points: int,
+    reference: str | None,
+    amount: Decimal | None,
+    occurred_at: datetime | None,
+    available_at: datetime,
+    expires_at: datetime,
+    metadata: dict[str, Any] | None = None,
+) -> TransferRecord:
+    """`earn`, returning the transfer as stored. The transfer and its lot are one statement."""
     async with posting(conn, member_id) as post:
-        transfer_id = await post.transfer(
-            TransferCode.EARN,
-            debit=account_id(AccountCode.PARTNER_ISSUANCE, issuer_id),
-            credit=wallet(member_id),
-            points=points,
-            partner_id=issuer_id,
-            client_id=client_id,
-            reference=reference,
-            amount=amount,
-            occurred_at=occurred_at,
-            metadata=metadata,
-        )
         lot_id = new_id()
-        await conn.execute(
-            text(
-                "INSERT INTO lots (id, member_id, issuer_partner_id, transfer_id, points,"
-                " remaining, available_at, expires_at)"
-                " VALUES (:id, :m, :issuer, :t, :p, :p, :available_at, :expires_at)"
-            ),
-            {
-                "id": lot_id,
-                "m": member_id,
-                "issuer": issuer_id,
-                "t": transfer_id,
-                "p": points,
-                "available_at": available_at,
-                "expires_at": expires_at,
-            },
-        )
+        row = (
+            await conn.execute(
+                _INSERT_EARN,
+                {
+                    "id": new_id(),
+                    "debit": account_id(AccountCode.PARTNER_ISSUANCE, issuer_id),
+                    "credit": wallet(member_id),
+                    "points": points,
+                    "member": member_id,
+                    "issuer": issuer_id,
+                    "client": client_id,
+                    "reference": reference,
+                    "amount": amount,
+                    "metadata": metadata or {},
+                    "occurred_at": occurred_at,
+                    "lot": lot_id,
+                    "available_at": available_at,
+                    "expires_at": expires_at,
+                },
+            )
+        ).one()
+        booked = TransferRecord(**row._mapping)
+        post.booked.append(booked.id)
         await _repay_debts(post, member_id, issuer_id, lot_id, points, client_id)
-    return transfer_id
+    return booked
 
 
 async def _repay_debts(

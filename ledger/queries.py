@@ -49,7 +49,7 @@ class HoldRecord:
     transfer_id: uuid.UUID | None
 
 
-_TRANSFER_COLUMNS = (
+TRANSFER_COLUMNS = (
     "id, code, points, member_id, partner_id, client_id, reference, reversal_of_id, amount,"
     " metadata_ AS metadata, occurred_at, created_at"
 )
@@ -95,7 +95,7 @@ async def transfers_by_id(
     conn: AsyncConnection, ids: list[uuid.UUID]
 ) -> dict[uuid.UUID, TransferRecord]:
     rows = await conn.execute(
-        text(f"SELECT {_TRANSFER_COLUMNS} FROM transfers WHERE id = ANY(:ids)"), {"ids": ids}
+        text(f"SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = ANY(:ids)"), {"ids": ids}
     )
     return {r.id: TransferRecord(**r._mapping) for r in rows}
 
@@ -111,7 +111,7 @@ async def member_transfers(
     """Newest first; a partner sees only the transfers booked at that partner."""
     rows = await conn.execute(
         text(
-            f"SELECT {_TRANSFER_COLUMNS} FROM transfers WHERE member_id = :m"
+            f"SELECT {TRANSFER_COLUMNS} FROM transfers WHERE member_id = :m"
             " AND (CAST(:p AS uuid) IS NULL OR partner_id = :p)"
             " AND (CAST(:before AS uuid) IS NULL OR id < :before)"
             " ORDER BY id DESC LIMIT :limit"

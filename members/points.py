@@ -8,7 +8,7 @@ nothing behind (not even the key).
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -18,10 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ledger import idempotency, postings
 from ledger.errors import DomainError, ErrorCode
+from ledger.queries import TransferRecord
 from members.service import MemberRef, resolve
 from partners.caller import Caller
 from partners.earning import Purchase, compute_earn
-from partners.service import get_partner, rate_card_at
+from partners.service import earn_context, get_partner
 from partners.settings import load_settings
 
 MAX_AMOUNT = Decimal("1000000000")
@@ -68,6 +69,37 @@ class EarnOutcome:
     points: int
     lines: list[dict[str, Any]]
     replayed: bool = False
+    # The booked transfer as stored (not part of the idempotent result; None on replay).
+    transfer: TransferRecord | None = None
+
+
+def _earn_request(
+    member: MemberRef, amount: Decimal, reference: str, occurred_at: datetime | None
+) -> dict[str, Any]:
+    return {
+        "member": _ref_dict(member),
+        "amount": str(amount),
+        "reference": reference,
+        "occurredAt": occurred_at,
+    }
+
+
+async def replay_earn(
+    conn: AsyncConnection,
+    caller: Caller,
+    *,
+    member: MemberRef,
+    amount: Decimal,
+    reference: str,
+    occurred_at: datetime | None,
+    idempotency_key: str,
+) -> EarnOutcome | None:
+    """The fast path for retries: one read, no transaction, when the key was already booked."""
+    digest = idempotency.request_hash(
+        "earnPoints", _earn_request(member, amount, reference, occurred_at)
+    )
+    stored = await idempotency.lookup(conn, caller.client_id, idempotency_key, "earnPoints", digest)
+    return EarnOutcome(**stored, replayed=True) if stored is not None else None
 
 
 async def earn_points(
@@ -81,52 +113,45 @@ async def earn_points(
     idempotency_key: str,
 ) -> EarnOutcome:
     partner_id = _partner_of(caller, "earnPoints")
-    settings = await load_settings(conn)
+    _check_reference(reference)
+    if occurred_at is not None and occurred_at.tzinfo is None:
+        raise DomainError(ErrorCode.INVALID_INPUT, "occurredAt needs a time zone", ["occurredAt"])
+    request = _earn_request(member, amount, reference, occurred_at)
+    stored = await _replay_or_claim(conn, caller, idempotency_key, "earnPoints", request)
+    if stored is not None:
+        return EarnOutcome(**stored, replayed=True)
+    # Settings, partner timing, the rate card in force and the clock: one round trip.
+    context = await earn_context(conn, partner_id, occurred_at)
     if (
         not amount.is_finite()
         or amount <= 0
         or amount > MAX_AMOUNT
-        or amount.as_tuple().exponent < -settings.currency_exponent  # type: ignore[operator]
+        or amount.as_tuple().exponent < -context.currency_exponent  # type: ignore[operator]
     ):
         raise DomainError(
             ErrorCode.INVALID_AMOUNT,
             f"amount must be positive, at most {MAX_AMOUNT}, with at most "
-            f"{settings.currency_exponent} decimals",
+            f"{context.currency_exponent} decimals",
             ["amount"],
         )
-    _check_reference(reference)
-    request = {
-        "member": _ref_dict(member),
-        "amount": str(amount),
-        "reference": reference,
-        "occurredAt": occurred_at,
-    }
-    stored = await _replay_or_claim(conn, caller, idempotency_key, "earnPoints", request)
-    if stored is not None:
-        return EarnOutcome(**stored, replayed=True)
-    partner = await get_partner(conn, partner_id)
-    assert partner is not None
-    now = await conn.scalar(text("SELECT now()"))
-    assert isinstance(now, datetime)
+    now = context.now
     booked_at = occurred_at or now
-    if booked_at.tzinfo is None:
-        raise DomainError(ErrorCode.INVALID_INPUT, "occurredAt needs a time zone", ["occurredAt"])
     if booked_at > now + CLOCK_SKEW:
         raise DomainError(ErrorCode.INVALID_INPUT, "occurredAt is in the future", ["occurredAt"])
-    available_at = booked_at + timedelta(days=partner.pending_days)
-    expires_at = available_at + timedelta(days=partner.points_validity_days)
+    available_at = booked_at + timedelta(days=context.pending_days)
+    expires_at = available_at + timedelta(days=context.points_validity_days)
     if expires_at <= now:
         raise DomainError(
             ErrorCode.INVALID_INPUT,
             "occurredAt is so old that its points would already have expired",
             ["occurredAt"],
         )
-    member_id = await resolve(conn, caller, member)
-    card = await rate_card_at(conn, partner_id, booked_at)
-    result = compute_earn(Purchase(amount=amount), card)
-    transfer_id = None
+    member_id = await resolve(conn, caller, member, region=context.default_region)
+    result = compute_earn(Purchase(amount=amount), context.card)
+    lines = [asdict(line) for line in result.lines]
+    transfer = None
     if result.points > 0:
-        transfer_id = await postings.earn(
+        transfer = await postings.book_earn(
             conn,
             member_id=member_id,
             issuer_id=partner_id,
@@ -137,24 +162,22 @@ async def earn_points(
             occurred_at=booked_at,
             available_at=available_at,
             expires_at=expires_at,
-            metadata={
-                "explanation": [asdict(line) for line in result.lines],
-                "rate_card_id": str(card.id),
-            },
+            metadata={"explanation": lines, "rate_card_id": str(context.card.id)},
         )
     outcome = EarnOutcome(
         member_id=str(member_id),
-        transfer_id=str(transfer_id) if transfer_id else None,
+        transfer_id=str(transfer.id) if transfer else None,
         points=result.points,
-        lines=[asdict(line) for line in result.lines],
+        lines=lines,
     )
     await idempotency.complete(conn, caller.client_id, idempotency_key, _stored(outcome))
-    return outcome
+    return replace(outcome, transfer=transfer)
 
 
 def _stored(outcome: Any) -> dict[str, Any]:
     data = asdict(outcome)
     data.pop("replayed", None)
+    data.pop("transfer", None)
     return data
 
 

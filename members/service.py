@@ -109,36 +109,53 @@ async def _join(
         ) from exc
 
 
-async def resolve(conn: AsyncConnection, caller: Caller, ref: MemberRef) -> uuid.UUID:
-    """The member a reference names, if the caller may see it; else MEMBER_NOT_FOUND."""
+_BY_REF = text("SELECT member_id FROM memberships WHERE partner_id = :p AND partner_ref = :r")
+_BY_PHONE = text("SELECT id FROM members WHERE phone = :phone")
+_BY_PHONE_AT_PARTNER = text(
+    "SELECT m.id FROM members m JOIN memberships ms ON ms.member_id = m.id"
+    " AND ms.partner_id = :p WHERE m.phone = :phone"
+)
+_BY_ID = text("SELECT id FROM members WHERE id = :m")
+_BY_ID_AT_PARTNER = text(
+    "SELECT member_id FROM memberships WHERE member_id = :m AND partner_id = :p"
+)
+
+
+async def resolve(
+    conn: AsyncConnection, caller: Caller, ref: MemberRef, *, region: str | None = None
+) -> uuid.UUID:
+    """The member a reference names, if the caller may see it; else MEMBER_NOT_FOUND.
+
+    One round trip: a partner's lookup joins its memberships, so visibility is the lookup.
+    `region` (the coalition's default phone region) saves a settings read when known.
+    """
     given = [v for v in (ref.id, ref.phone, ref.partner_ref) if v is not None]
     if len(given) != 1:
         raise DomainError(
             ErrorCode.INVALID_INPUT, "give exactly one of id, phone and partnerRef", ["member"]
         )
-    member_id: uuid.UUID | None
+    partner = caller.partner_id
     if ref.partner_ref is not None:
-        if caller.partner_id is None:
+        if partner is None:
             raise DomainError(
                 ErrorCode.INVALID_INPUT, "partnerRef needs a partner's client", ["member"]
             )
-        member_id = await conn.scalar(
-            text("SELECT member_id FROM memberships WHERE partner_id = :p AND partner_ref = :r"),
-            {"p": caller.partner_id, "r": ref.partner_ref},
-        )
-    else:
-        if ref.phone is not None:
-            settings = await load_settings(conn)
-            phone = normalize_phone(ref.phone, settings.default_region)
-            member_id = await conn.scalar(
-                text("SELECT id FROM members WHERE phone = :p"), {"p": phone}
-            )
+        member_id = await conn.scalar(_BY_REF, {"p": partner, "r": ref.partner_ref})
+    elif ref.phone is not None:
+        if region is None:
+            region = (await load_settings(conn)).default_region
+        phone = normalize_phone(ref.phone, region)
+        if caller.is_operator:
+            member_id = await conn.scalar(_BY_PHONE, {"phone": phone})
         else:
-            member_id = ref.id
-        if member_id is not None and not await visible(conn, caller, member_id):
-            member_id = None
+            member_id = await conn.scalar(_BY_PHONE_AT_PARTNER, {"phone": phone, "p": partner})
+    elif caller.is_operator:
+        member_id = await conn.scalar(_BY_ID, {"m": ref.id})
+    else:
+        member_id = await conn.scalar(_BY_ID_AT_PARTNER, {"m": ref.id, "p": partner})
     if member_id is None:
         raise DomainError(ErrorCode.MEMBER_NOT_FOUND, "no such member", ["member"])
+    assert isinstance(member_id, uuid.UUID)
     return member_id
 
 

@@ -249,3 +249,48 @@ async def list_partners(
         {"after": after, "only": only, "limit": limit},
     )
     return [PartnerRecord(**r._mapping) for r in rows]
+
+
+@dataclass(frozen=True)
+class EarnContext:
+    """Everything an earn needs to know about its partner, in one round trip."""
+
+    now: datetime
+    currency_exponent: int
+    default_region: str
+    pending_days: int
+    points_validity_days: int
+    card: RateCardRecord
+
+
+_EARN_CONTEXT = text(
+    "SELECT now() AS now, s.currency_exponent, s.default_region, p.pending_days,"
+    " p.points_validity_days, c.id, c.partner_id, c.effective_from, c.earn_rate,"
+    " c.issue_price, c.redeem_price"
+    " FROM coalition_settings s CROSS JOIN partners p CROSS JOIN LATERAL ("
+    "  SELECT * FROM rate_cards WHERE partner_id = p.id"
+    "  AND effective_from <= COALESCE(CAST(:at AS timestamptz), now())"
+    "  ORDER BY effective_from DESC LIMIT 1) c"
+    " WHERE s.id = 1 AND p.id = :p"
+)
+
+
+async def earn_context(
+    conn: AsyncConnection, partner_id: uuid.UUID, at: datetime | None
+) -> EarnContext:
+    row = (await conn.execute(_EARN_CONTEXT, {"p": partner_id, "at": at})).one()
+    return EarnContext(
+        now=row.now,
+        currency_exponent=row.currency_exponent,
+        default_region=row.default_region,
+        pending_days=row.pending_days,
+        points_validity_days=row.points_validity_days,
+        card=RateCardRecord(
+            id=row.id,
+            partner_id=row.partner_id,
+            effective_from=row.effective_from,
+            earn_rate=row.earn_rate,
+            issue_price=row.issue_price,
+            redeem_price=row.redeem_price,
+        ),
+    )

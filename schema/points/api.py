@@ -53,11 +53,20 @@ class EarnPointsInput:
 
 @strawberry.type
 class EarnPointsPayload:
-    transfer: Transfer | None
     points: int
-    member: Member | None
     explanation: list[EarnExplanationLine]
     errors: list[UserError]
+    transfer_id: strawberry.Private[str | None] = None
+    member_id: strawberry.Private[str | None] = None
+
+    # Loaded only when selected: a till that asks for `points` costs no extra query.
+    @strawberry.field
+    async def transfer(self, info: Info) -> Transfer | None:
+        return await _transfer(info, self.transfer_id)
+
+    @strawberry.field
+    async def member(self, info: Info) -> Member | None:
+        return await _member(info, self.member_id) if self.member_id else None
 
 
 @strawberry.input
@@ -148,28 +157,44 @@ class PointsMutations:
         extensions=requires("earnPoints", Scope.POINTS_EARN),
     )
     async def earn_points(self, info: Info, input: EarnPointsInput) -> EarnPointsPayload:
+        caller = info.context.caller
+        try:
+            member = input.member.to_domain()
+            async with info.context.read() as conn:
+                replayed = await ops.replay_earn(
+                    conn,
+                    caller,
+                    member=member,
+                    amount=input.amount,
+                    reference=input.reference,
+                    occurred_at=input.occurred_at,
+                    idempotency_key=input.idempotency_key,
+                )
+        except DomainError as exc:
+            return EarnPointsPayload(points=0, explanation=[], errors=_errors(exc))
+
         async def work(conn: AsyncConnection) -> ops.EarnOutcome:
             return await ops.earn_points(
                 conn,
-                info.context.caller,
-                member=input.member.to_domain(),
+                caller,
+                member=member,
                 amount=input.amount,
                 reference=input.reference,
                 occurred_at=input.occurred_at,
                 idempotency_key=input.idempotency_key,
             )
 
-        result = await in_transaction(info, work)
+        result = replayed if replayed is not None else await in_transaction(info, work)
         if isinstance(result, DomainError):
-            return EarnPointsPayload(
-                transfer=None, points=0, member=None, explanation=[], errors=_errors(result)
-            )
+            return EarnPointsPayload(points=0, explanation=[], errors=_errors(result))
+        if result.transfer is not None:
+            info.context.transfers.prime(result.transfer.id, result.transfer)
         return EarnPointsPayload(
-            transfer=await _transfer(info, result.transfer_id),
             points=result.points,
-            member=await _member(info, result.member_id),
             explanation=[EarnExplanationLine(**line) for line in result.lines],
             errors=[],
+            transfer_id=result.transfer_id,
+            member_id=result.member_id,
         )
 
     @strawberry.mutation(
