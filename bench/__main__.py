@@ -73,6 +73,12 @@ def main() -> None:
     close = sub.add_parser("close", help="scenario 8: close a period of 1,000,000 obligations")
     close.add_argument("--obligations", type=int, default=1_000_000)
     close.add_argument("--partners", type=int, default=50)
+    __import__("bench.ingest", fromlist=["register"]).register(sub)
+    soak = sub.add_parser("soak", help="scenario 2 for N minutes, sampling server memory")
+    soak.add_argument("--minutes", type=float, default=10)
+    soak.add_argument("--workers", type=int, default=2)
+    soak.add_argument("--connections", type=int, default=32)
+    soak.add_argument("--members", type=int, default=2000)
     args = parser.parse_args()
     if args.command == "load":
         results = run_load(
@@ -82,6 +88,36 @@ def main() -> None:
             members=args.members,
         )
         report_load(results, args.connections)
+    elif args.command == "soak":
+        from bench.soak import run_soak
+
+        result = run_soak(
+            minutes=args.minutes,
+            workers=args.workers,
+            connections=args.connections,
+            members=args.members,
+        )
+        table = Table(title=f"Soak: scenario 2 for {result.minutes:g} minutes")
+        for column in (
+            "requests",
+            "req/s",
+            "RSS after 1 min",
+            "RSS last",
+            "RSS max",
+            "growth",
+            "target ≤ 10 %",
+        ):
+            table.add_column(column, justify="right")
+        table.add_row(
+            f"{result.requests:,}",
+            f"{result.rps:,.0f}",
+            f"{result.rss_after_warmup_mib:.0f} MiB",
+            f"{result.rss_last_mib:.0f} MiB",
+            f"{result.rss_max_mib:.0f} MiB",
+            f"{result.growth_percent:.1f} %",
+            "met" if result.growth_percent <= 10 else "NOT MET",
+        )
+        console.print(table)
     elif args.command == "close":
         from bench.close import run_close
 
