@@ -159,19 +159,6 @@ async def resolve(
     return member_id
 
 
-async def visible(conn: AsyncConnection, caller: Caller, member_id: uuid.UUID) -> bool:
-    if caller.is_operator:
-        return bool(
-            await conn.scalar(text("SELECT 1 FROM members WHERE id = :m"), {"m": member_id})
-        )
-    return bool(
-        await conn.scalar(
-            text("SELECT 1 FROM memberships WHERE member_id = :m AND partner_id = :p"),
-            {"m": member_id, "p": caller.partner_id},
-        )
-    )
-
-
 async def get_members(
     conn: AsyncConnection, caller: Caller, ids: list[uuid.UUID]
 ) -> dict[uuid.UUID, MemberRecord]:
