@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from api.ingest_cli import ingest
 from api.settlement_cli import app as settlement_app
 from db.embedded import database_url
 from db.migrate import upgrade
@@ -21,6 +22,7 @@ app = typer.Typer(
 clients_app = typer.Typer(help="OAuth API clients.", no_args_is_help=True)
 app.add_typer(clients_app, name="clients")
 app.add_typer(settlement_app, name="settlement")
+app.command("ingest")(ingest)
 console = Console()
 errors = Console(stderr=True)
 

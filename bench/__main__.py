@@ -9,6 +9,7 @@ from dataclasses import asdict
 from rich.console import Console
 from rich.table import Table
 
+from bench import ingest
 from bench.load import Figures, run_load
 from bench.setup import OUT
 
@@ -73,14 +74,16 @@ def main() -> None:
     close = sub.add_parser("close", help="scenario 8: close a period of 1,000,000 obligations")
     close.add_argument("--obligations", type=int, default=1_000_000)
     close.add_argument("--partners", type=int, default=50)
-    __import__("bench.ingest", fromlist=["register"]).register(sub)
+    ingest.register(sub)
     soak = sub.add_parser("soak", help="scenario 2 for N minutes, sampling server memory")
     soak.add_argument("--minutes", type=float, default=10)
     soak.add_argument("--workers", type=int, default=2)
     soak.add_argument("--connections", type=int, default=32)
     soak.add_argument("--members", type=int, default=2000)
     args = parser.parse_args()
-    if args.command == "load":
+    if args.command == "ingest":
+        ingest.run_command(args)
+    elif args.command == "load":
         results = run_load(
             workers=args.workers,
             connections=args.connections,

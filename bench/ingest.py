@@ -10,17 +10,19 @@ wallet balance equals the sum of its lots.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import csv
 import json
+import os
 import random
+import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import psutil
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -50,6 +52,16 @@ class IngestFigures:
     chunk: int
     jobs: int
     funding: str
+    python_cpu_us: float  # CPU time per booked earn: this process (parse, validate, price)
+    postgres_cpu_us: float  # and the database backends that booked it
+    load_average: float  # the machine's 1-minute load when the import ended
+
+    @property
+    def idle_ceiling(self) -> float:
+        """Earns/s the measured CPU cost allows on this machine's cores if nothing else ran."""
+        per_earn = (self.python_cpu_us + self.postgres_cpu_us) / 1e6
+        cores = os.cpu_count() or 1
+        return min(cores / per_earn, 1e6 / self.python_cpu_us) if per_earn else 0.0
 
     @property
     def met(self) -> bool:
@@ -127,6 +139,34 @@ def write_purchases(path: Path, rows: int, members: int, *, seed_value: int = 7)
             )
 
 
+class _Backends:
+    """CPU time of this benchmark's PostgreSQL backends (and of any started later)."""
+
+    NAME = "coalition_bench_ingest"
+
+    def __init__(self) -> None:
+        self.start = {p.pid: self._cpu(p) for p in self._processes()}
+
+    def _processes(self) -> list[psutil.Process]:
+        found = []
+        for p in psutil.process_iter(["cmdline"]):
+            cmdline = " ".join(p.info.get("cmdline") or [])
+            if cmdline.startswith("postgres:") and f" {self.NAME} " in f"{cmdline} ":
+                found.append(p)
+        return found
+
+    @staticmethod
+    def _cpu(p: psutil.Process) -> float:
+        try:
+            times = p.cpu_times()
+        except psutil.Error:
+            return 0.0
+        return float(times.user + times.system)
+
+    def cpu_seconds(self) -> float:
+        return sum(self._cpu(p) - self.start.get(p.pid, 0.0) for p in self._processes())
+
+
 async def _verify(engine: AsyncEngine, partner_id: object, client_id: str) -> tuple[int, ...]:
     async with engine.connect() as conn:
         transfers = await conn.scalar(
@@ -161,13 +201,13 @@ async def _verify(engine: AsyncEngine, partner_id: object, client_id: str) -> tu
     return int(transfers or 0), int(lots or 0), int(keys or 0), int(mismatches or 0)
 
 
-async def _run(rows: int, members: int, chunk: int, jobs: int, issuance: bool) -> IngestFigures:
+async def _run(
+    url: str, rows: int, members: int, chunk: int, jobs: int, issuance: bool
+) -> IngestFigures:
     import settlement  # noqa: F401  (earns book their obligations, as in production)
     from api.ingest_cli import ingest_file
     from partners.settings import update_settings
 
-    url = bench_database_url("coalition_bench_ingest")
-    upgrade(url)
     engine = create_engine(url, pool_size=max(2, jobs))
     try:
         seeded = await seed(engine, partners=1, members=0, points=1)
@@ -178,7 +218,12 @@ async def _run(rows: int, members: int, chunk: int, jobs: int, issuance: bool) -
         await _seed_members(engine, partner_id, members)
         path = OUT / "ingest-purchases.csv"
         write_purchases(path, rows, members)
+        backends = _Backends()
+        python_began = time.process_time()
         first = await ingest_file(engine, "bench-0", path, chunk=chunk, jobs=jobs)
+        python_cpu = time.process_time() - python_began
+        postgres_cpu = backends.cpu_seconds()
+        load = os.getloadavg()[0]
         again = await ingest_file(engine, "bench-0", path, chunk=chunk, jobs=jobs)
         transfers, lots, keys, mismatches = await _verify(engine, partner_id, "ingest:bench-0")
     finally:
@@ -199,6 +244,9 @@ async def _run(rows: int, members: int, chunk: int, jobs: int, issuance: bool) -
         chunk=chunk,
         jobs=jobs,
         funding="ISSUANCE" if issuance else "REDEMPTION",
+        python_cpu_us=python_cpu / max(first.booked, 1) * 1e6,
+        postgres_cpu_us=postgres_cpu / max(first.booked, 1) * 1e6,
+        load_average=load,
     )
 
 
@@ -209,7 +257,9 @@ def run_ingest(
     jobs: int = 2,
     issuance: bool = False,
 ) -> IngestFigures:
-    return asyncio.run(_run(rows, members, chunk, jobs, issuance))
+    url = bench_database_url("coalition_bench_ingest")
+    upgrade(url)  # alembic runs its own event loop: before ours
+    return asyncio.run(_run(url, rows, members, chunk, jobs, issuance))
 
 
 def report(figures: IngestFigures) -> None:
@@ -243,34 +293,41 @@ def report(figures: IngestFigures) -> None:
     )
     console.print(table)
     console.print(
+        f"CPU per earn: Python {figures.python_cpu_us:.0f} µs, PostgreSQL"
+        f" {figures.postgres_cpu_us:.0f} µs; load average {figures.load_average:.1f} on"
+        f" {os.cpu_count()} cores (other work shares them); the measured CPU cost allows"
+        f" ~{figures.idle_ceiling:,.0f} earns/s on these cores left to this import alone"
+    )
+    console.print(
         f"EARN transfers {figures.transfers:,}, lots {figures.lots:,}, idempotency keys"
         f" {figures.keys:,} (booked {figures.booked:,}); wallets ≠ sum of lots:"
         f" {figures.wallet_mismatches}; rejected rows: {figures.rejected}"
     )
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "ingest.json").write_text(
-        json.dumps({**asdict(figures), "met": figures.met, "verified": figures.verified}, indent=2)
+        json.dumps(
+            {
+                **asdict(figures),
+                "met": figures.met,
+                "verified": figures.verified,
+                "idle_ceiling": figures.idle_ceiling,
+            },
+            indent=2,
+        )
     )
 
 
-class _IngestParser(argparse.ArgumentParser):
-    """The `ingest` subcommand's parser: it runs the scenario once its arguments are parsed,
-    so `bench/__main__.py` registers the subcommand with a single line."""
-
-    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
-        parsed, rest = super().parse_known_args(args, namespace)
-        if rest:
-            return parsed, rest
-        report(
-            run_ingest(
-                rows=parsed.rows,
-                members=parsed.members,
-                chunk=parsed.chunk,
-                jobs=parsed.jobs,
-                issuance=parsed.issuance,
-            )
+def run_command(parsed: Any) -> None:
+    """`python -m bench ingest ...` once its arguments are parsed."""
+    report(
+        run_ingest(
+            rows=parsed.rows,
+            members=parsed.members,
+            chunk=parsed.chunk,
+            jobs=parsed.jobs,
+            issuance=parsed.issuance,
         )
-        raise SystemExit(0)
+    )
 
 
 def register(sub: Any) -> None:
@@ -278,11 +335,10 @@ def register(sub: Any) -> None:
     parser = sub.add_parser(
         "ingest", help="scenario 7: book a day of 100,000 purchases from a file"
     )
-    parser.__class__ = _IngestParser
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--members", type=int, default=20_000)
     parser.add_argument("--chunk", type=int, default=10_000, help="rows per transaction")
-    parser.add_argument("--jobs", type=int, default=2, help="transactions in flight")
+    parser.add_argument("--jobs", type=int, default=2, help="lanes: transactions in flight")
     parser.add_argument(
         "--issuance", action="store_true", help="issuance funding (an obligation per earn)"
     )

@@ -11,12 +11,17 @@ and every other row is booked in the same transaction. A row therefore ends one 
   IDEMPOTENCY_KEY_REUSED (the key was used for a different request); nothing is stored.
 
 The checks run in `earn_points`'s order, so a row gets the answer the single mutation would
-give: amount, reference and key first; then the key (a replay wins over later checks); then
-occurredAt and the member. Rows are processed as if one after another: a later row reusing an
-earlier row's key replays it (same request) or is rejected (different request).
+give: reference, occurredAt's time zone and the key's length first; then the key (a replay
+wins over later checks); then amount, occurredAt's range and the member. Rows are processed
+as if one after another: a later row reusing an earlier row's key replays it (same request)
+or is rejected (different request). Keys are the single mutation's (`earnPoints`, same
+request hash, same stored result): a batch row and an `earnPoints` call replay each other.
 
-Members are resolved, rate cards chosen and points computed for the whole batch at once;
-`ledger.bulk` books it with a few set-based statements.
+Set-based: members are resolved with one query per kind of reference (phones found as given
+need no parsing), the partner's rate cards are read once and each row takes the card in
+force at its occurredAt (as `rate_card_at`: the latest effective_from <= it), points and
+explanation come from `compute_earn`'s rule, and `ledger.bulk` books the accepted rows with
+a few statements.
 """
 
 from __future__ import annotations
@@ -25,8 +30,8 @@ import bisect
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
-from decimal import ROUND_FLOOR, Decimal
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, NamedTuple
 
 import orjson
@@ -41,7 +46,7 @@ from members.points import CLOCK_SKEW, MAX_AMOUNT, _partner_of, _ref_dict
 from members.service import MemberRef
 from partners.caller import Caller
 from partners.earning import Purchase, compute_earn
-from partners.service import RateCardRecord, get_partner
+from partners.service import BEGINNING, RateCardRecord, get_partner
 from partners.settings import load_settings
 
 OPERATION = "earnPoints"  # keys are shared with the single mutation: the same key replays
@@ -110,21 +115,28 @@ async def _rate_cards(conn: AsyncConnection, partner_id: uuid.UUID) -> list[_Car
     return cards
 
 
-def _lines(amount: Decimal, card: _Card) -> tuple[int, list[dict[str, Any]]]:
-    """compute_earn's BASE_RATE rule, without building its dataclasses for every row."""
-    points = int((amount * card.rate).to_integral_value(rounding=ROUND_FLOOR))
-    description = f"{amount} × {card.rate_text} points per unit, rounded down"
+def _lines(amount: Decimal, text: str, card: _Card) -> tuple[int, list[dict[str, Any]]]:
+    """compute_earn's BASE_RATE rule, without building its dataclasses for every row.
+
+    floor(amount × rate) is int() of the product: both are positive (amount is validated,
+    rates are never negative), and the product is exact (at most 24 digits, the context
+    has 28), exactly as compute_earn computes it.
+    """
+    points = int(amount * card.rate)
+    description = f"{text} × {card.rate_text} points per unit, rounded down"
     return points, [{"rule": BASE_RATE, "description": description, "points": points}]
 
 
-def _slow_lines(amount: Decimal, card: _Card) -> tuple[int, list[dict[str, Any]]]:
+def _slow_lines(amount: Decimal, text: str, card: _Card) -> tuple[int, list[dict[str, Any]]]:
     result = compute_earn(Purchase(amount=amount), card.record)
     return result.points, [asdict(line) for line in result.lines]
 
 
 def _fast_path_holds(amount: Decimal, card: _Card) -> bool:
-    """The shortcut is used only while compute_earn is still the base rate alone."""
-    return _lines(amount, card) == _slow_lines(amount, card)
+    """The shortcut is used only while compute_earn is still the base rate alone (checked
+    once per batch and card: a new earn rule makes every row go through compute_earn)."""
+    probes = (amount, Decimal("0.01"), Decimal("999999999.99"))
+    return all(_lines(a, str(a), card) == _slow_lines(a, str(a), card) for a in probes)
 
 
 class _Resolver:
@@ -164,7 +176,7 @@ class _Resolver:
             # Stored phones are E.164 as normalize_phone writes them, and normalize_phone
             # leaves its own output unchanged: a phone found as given needs no parsing
             # (the slow part of a batch). The others are normalized and looked up again.
-            self.by_phone = await self._phones(conn, list(self.phones))
+            self.by_phone = await self._phones(conn, [p for p in self.phones if "\x00" not in p])
             normalized: dict[str, str] = {}
             for raw in self.phones - self.by_phone.keys():
                 try:
@@ -218,6 +230,38 @@ def _one_ref(ref: MemberRef) -> bool:
     return (ref.id is not None) + (ref.phone is not None) + (ref.partner_ref is not None) == 1
 
 
+def _before_key(
+    reference: str, key: str, occurred_at: datetime | None
+) -> tuple[ErrorCode, str, str] | None:
+    """What earn_points refuses before it looks at the key (its checks, its messages)."""
+    if not reference.strip() or len(reference) > 200:
+        return ErrorCode.INVALID_INPUT, "reference must be 1 to 200 characters", "reference"
+    if "\x00" in reference:
+        return ErrorCode.INVALID_INPUT, "reference must not contain NUL", "reference"
+    if occurred_at is not None:
+        if occurred_at.tzinfo is None:
+            return ErrorCode.INVALID_INPUT, "occurredAt needs a time zone", "occurredAt"
+        try:
+            occurred_at.astimezone(UTC)
+        except OverflowError:
+            return ErrorCode.INVALID_INPUT, "occurredAt is out of range", "occurredAt"
+        if occurred_at < BEGINNING:  # before any rate card
+            return (
+                ErrorCode.INVALID_INPUT,
+                "occurredAt is so old that its points would already have expired",
+                "occurredAt",
+            )
+    if not key or len(key) > 200:
+        return (
+            ErrorCode.INVALID_INPUT,
+            "idempotencyKey must be 1 to 200 characters",
+            "idempotencyKey",
+        )
+    if "\x00" in key:
+        return ErrorCode.INVALID_INPUT, "idempotencyKey must not contain NUL", "idempotencyKey"
+    return None
+
+
 async def earn_points_batch(
     conn: AsyncConnection, caller: Caller, rows: Sequence[EarnRow]
 ) -> BatchOutcome:
@@ -244,68 +288,67 @@ async def earn_points_batch(
 
     rejected: dict[int, RowRejection] = {}
     digests: dict[int, str] = {}  # rows that passed the checks made before the key
+    amounts: dict[int, str] = {}  # their amounts as text (as the request and the explanation)
     deferred: dict[int, RowRejection] = {}  # failures the key's replay would win over
     resolver = _Resolver(partner_id, settings.default_region)
 
     def reject(i: int, code: ErrorCode, message: str, field_name: str) -> RowRejection:
         return RowRejection(i, code, message, [field_name])
 
-    # Checks made before the key (amount, reference, key), then occurredAt and the ref shape.
+    # The checks earn_points makes before it claims the key (reference, occurredAt, the key
+    # itself) reject a row outright; those made after it (amount, occurredAt's range, the
+    # member) are deferred: a key already used answers first. PostgreSQL text cannot hold
+    # NUL, so no text with one goes near the database (it would fail the whole batch).
     for i, row in enumerate(rows):
-        amount, reference, key = row.amount, row.reference, row.idempotency_key
+        amount, reference, key, occurred_at = (
+            row.amount,
+            row.reference,
+            row.idempotency_key,
+            row.occurred_at,
+        )
+        refused = _before_key(reference, key, occurred_at)
+        if refused is not None:
+            rejected[i] = reject(i, *refused)
+            continue
+        amounts[i] = amount_text = str(amount)
+        digests[i] = request_hash(
+            OPERATION,
+            {
+                "member": _ref_dict(row.member),
+                "amount": amount_text,
+                "reference": reference,
+                "occurredAt": occurred_at,
+            },
+        )
         if (
             not amount.is_finite()
             or amount <= 0
             or amount > MAX_AMOUNT
             or amount.as_tuple().exponent < exponent  # type: ignore[operator]
         ):
-            rejected[i] = reject(i, ErrorCode.INVALID_AMOUNT, amount_message, "amount")
+            deferred[i] = reject(i, ErrorCode.INVALID_AMOUNT, amount_message, "amount")
             continue
-        if not reference.strip() or len(reference) > 200:
-            rejected[i] = reject(
-                i, ErrorCode.INVALID_INPUT, "reference must be 1 to 200 characters", "reference"
+        if occurred_at is not None and occurred_at > latest:
+            deferred[i] = reject(
+                i, ErrorCode.INVALID_INPUT, "occurredAt is in the future", "occurredAt"
             )
             continue
-        if not key or len(key) > 200:
-            rejected[i] = reject(
+        if occurred_at is not None and occurred_at <= oldest:
+            deferred[i] = reject(
                 i,
                 ErrorCode.INVALID_INPUT,
-                "idempotencyKey must be 1 to 200 characters",
-                "idempotencyKey",
+                "occurredAt is so old that its points would already have expired",
+                "occurredAt",
             )
             continue
-        occurred_at = row.occurred_at
-        digests[i] = request_hash(
-            OPERATION,
-            {
-                "member": _ref_dict(row.member),
-                "amount": str(amount),
-                "reference": reference,
-                "occurredAt": occurred_at,
-            },
-        )
-        if occurred_at is not None:
-            if occurred_at.tzinfo is None:
-                deferred[i] = reject(
-                    i, ErrorCode.INVALID_INPUT, "occurredAt needs a time zone", "occurredAt"
-                )
-                continue
-            if occurred_at > latest:
-                deferred[i] = reject(
-                    i, ErrorCode.INVALID_INPUT, "occurredAt is in the future", "occurredAt"
-                )
-                continue
-            if occurred_at <= oldest:
-                deferred[i] = reject(
-                    i,
-                    ErrorCode.INVALID_INPUT,
-                    "occurredAt is so old that its points would already have expired",
-                    "occurredAt",
-                )
-                continue
         if not _one_ref(row.member):
             deferred[i] = reject(
                 i, ErrorCode.INVALID_INPUT, "give exactly one of id, phone and partnerRef", "member"
+            )
+            continue
+        if row.member.partner_ref is not None and "\x00" in row.member.partner_ref:
+            deferred[i] = reject(
+                i, ErrorCode.INVALID_INPUT, "partnerRef must not contain NUL", "member"
             )
             continue
         resolver.want(row.member)
@@ -317,6 +360,7 @@ async def earn_points_batch(
     earns: list[bulk.BulkEarn] = []
     positions: list[int] = []  # earns[j] is row positions[j]
     fast: dict[int, bool] = {}  # per card: compute_earn is still the base rate alone
+    member_texts: dict[uuid.UUID, str] = {}
     for i, digest in digests.items():
         row = rows[i]
         key = row.idempotency_key
@@ -332,12 +376,15 @@ async def earn_points_batch(
             continue
         booked_at = row.occurred_at or now
         c = bisect.bisect_right(starts, booked_at) - 1
+        if c < 0:  # every partner has a card from the beginning of time (partners.service)
+            raise RuntimeError(f"no rate card of {partner_id} in force at {booked_at}")
         card = cards[c]
         if c not in fast:
             fast[c] = _fast_path_holds(row.amount, card)
-        points, lines = (_lines if fast[c] else _slow_lines)(row.amount, card)
-        available_at = booked_at + pending
-        member_text = str(member_id)
+        points, lines = (_lines if fast[c] else _slow_lines)(row.amount, amounts[i], card)
+        member_text = member_texts.get(member_id)
+        if member_text is None:
+            member_text = member_texts[member_id] = str(member_id)
         earns.append(
             bulk.BulkEarn(
                 key=key,
@@ -347,8 +394,6 @@ async def earn_points_batch(
                 reference=row.reference,
                 amount=row.amount,
                 occurred_at=booked_at,
-                available_at=available_at,
-                expires_at=available_at + validity,
                 metadata=orjson.dumps(
                     {"explanation": lines, "rate_card_id": card.id_text}
                 ).decode(),
@@ -361,7 +406,13 @@ async def earn_points_batch(
         owner_of[key] = i
 
     booked = await bulk.bulk_earn(
-        conn, issuer_id=partner_id, client_id=caller.client_id, operation=OPERATION, rows=earns
+        conn,
+        issuer_id=partner_id,
+        client_id=caller.client_id,
+        operation=OPERATION,
+        pending=pending,
+        validity=validity,
+        rows=earns,
     )
     outcome.transfers, outcome.points = booked.transfers, booked.points
     outcome.booked = len(booked.booked)
@@ -370,12 +421,9 @@ async def earn_points_batch(
     for j, stored in booked.replayed.items():
         existing[earns[j].key] = stored
         outcome.replayed.append(RowReplay(positions[j], stored.transfer_id, stored.points))
-    for j in booked.reused:
+    for j, stored in booked.reused.items():
+        existing[earns[j].key] = stored
         rejected[positions[j]] = _reused(positions[j])
-    if booked.reused:
-        existing.update(
-            await bulk.stored_keys(conn, caller.client_id, [earns[j].key for j in booked.reused])
-        )
 
     # Rows that failed later checks: a key stored before the batch still answers first (a
     # key this batch stored belongs to a later row: this one, failing, stored nothing).
