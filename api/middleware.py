@@ -1,7 +1,10 @@
-"""Small ASGI middlewares: request body size limit and request counting for /metrics."""
+"""Small ASGI middlewares: request body size limit and request counting for /metrics; and
+log filters that keep credentials a caller sent in the wrong place out of the log."""
 
 from __future__ import annotations
 
+import logging
+import re
 from collections import Counter
 
 from starlette.responses import JSONResponse
@@ -70,3 +73,48 @@ def render_metrics(counts: Counter[tuple[str, int]]) -> str:
     for (path, status), count in sorted(counts.items()):
         lines.append(f'coalition_http_requests_total{{path="{path}",status="{status}"}} {count}')
     return "\n".join(lines) + "\n"
+
+
+class RedactForeignClientIds(logging.Filter):
+    """Authlib logs, at DEBUG, the client_id a caller sent: 'Authenticate <id> via "..."
+    failed'. A caller that swaps its id and secret (a common slip) would put its secret in
+    the log; only values shaped like our client ids are kept."""
+
+    _MESSAGE = re.compile(r'^(Authenticate )(.*)( via ")', re.DOTALL)
+    _CLIENT_ID = re.compile(r"cl_[A-Za-z0-9_-]{1,40}|None")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        found = self._MESSAGE.match(message)
+        if found and not self._CLIENT_ID.fullmatch(found.group(2)):
+            record.msg = self._MESSAGE.sub(r"\1<not a client id>\3", message, count=1)
+            record.args = None
+        return True
+
+
+class RedactQueryCredentials(logging.Filter):
+    """The access log writes each request's path with its query string. Credentials never
+    belong there (RFC 6749 2.3.1: not in the request URI) and are refused, but a caller that
+    puts `?client_secret=...` or `?access_token=...` in the URL must not get them into the
+    log: their values are replaced."""
+
+    _PARAM = re.compile(
+        r"(?i)([?&][^=&#\s]*(?:secret|token|password|key)[^=&#\s]*=)[^&#\s]*"
+        r"|(?<==)(?:cs_|eyJ)[^&#\s]*"
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and any(isinstance(a, str) and "?" in a for a in args):
+            record.args = tuple(
+                self._PARAM.sub(lambda m: (m.group(1) or "") + "***", a)
+                if isinstance(a, str) and "?" in a
+                else a
+                for a in args
+            )
+        return True
+
+
+# Filters apply to the logger a record is logged on (not its parents): name them exactly.
+logging.getLogger("authlib.oauth2.rfc6749.authenticate_client").addFilter(RedactForeignClientIds())
+logging.getLogger("uvicorn.access").addFilter(RedactQueryCredentials())

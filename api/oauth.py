@@ -231,6 +231,26 @@ class _Revocation(RevocationEndpoint):  # type: ignore[misc]
         self.revoked = token.token
 
 
+def _invalid_client() -> Response:
+    return JSONResponse(
+        {"error": "invalid_client", "error_description": "client authentication failed"},
+        status_code=401,
+        headers={"WWW-Authenticate": 'Basic realm="coalition"', "Cache-Control": "no-store"},
+    )
+
+
+def _unreadable_basic(request: Request) -> bool:
+    """Basic credentials that are not base64 of UTF-8 (Authlib would crash decoding them)."""
+    header = request.headers.get("authorization", "")
+    if not header.lower().startswith("basic "):
+        return False
+    try:
+        base64.b64decode(header[6:].strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return True
+    return False
+
+
 def _client_id_of(request: Request, form: dict[str, str]) -> str | None:
     header = request.headers.get("authorization", "")
     if header.lower().startswith("basic "):
@@ -248,7 +268,10 @@ class OAuthEndpoints:
         self.tokens = tokens
         self.revoked = revoked
 
-    async def _prepare(self, request: Request) -> tuple[_Request, ClientRecord | None]:
+    async def _prepare(self, request: Request) -> tuple[_Request, ClientRecord | None] | None:
+        """The OAuth request and its preloaded client; None when the credentials are unreadable."""
+        if _unreadable_basic(request):
+            return None
         form = {k: str(v) for k, v in (await request.form()).items()}
         client_id = _client_id_of(request, form)
         record = None
@@ -259,14 +282,20 @@ class OAuthEndpoints:
         return oauth_request, record
 
     async def token(self, request: Request) -> Response:
-        oauth_request, record = await self._prepare(request)
+        prepared = await self._prepare(request)
+        if prepared is None:
+            return _invalid_client()
+        oauth_request, record = prepared
         server = _Server(self.tokens, record)
         response: Response = await asyncio.to_thread(server.create_token_response, oauth_request)
         response.headers["Cache-Control"] = "no-store"
         return response
 
     async def introspect(self, request: Request) -> Response:
-        oauth_request, record = await self._prepare(request)
+        prepared = await self._prepare(request)
+        if prepared is None:
+            return _invalid_client()
+        oauth_request, record = prepared
         server = _Server(self.tokens, record)
         endpoint = _Introspection(server, self.tokens, self.revoked)
         server.register_endpoint(endpoint)
@@ -276,7 +305,10 @@ class OAuthEndpoints:
         return response
 
     async def revoke(self, request: Request) -> Response:
-        oauth_request, record = await self._prepare(request)
+        prepared = await self._prepare(request)
+        if prepared is None:
+            return _invalid_client()
+        oauth_request, record = prepared
         server = _Server(self.tokens, record)
         endpoint = _Revocation(server, self.tokens)
         server.register_endpoint(endpoint)

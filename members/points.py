@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -22,7 +22,7 @@ from ledger.queries import TransferRecord
 from members.service import MemberRef, resolve
 from partners.caller import Caller
 from partners.earning import Purchase, compute_earn
-from partners.service import earn_context, get_partner
+from partners.service import BEGINNING, earn_context, get_partner
 from partners.settings import load_settings
 
 MAX_AMOUNT = Decimal("1000000000")
@@ -39,11 +39,40 @@ def _partner_of(caller: Caller, operation: str) -> uuid.UUID:
     return caller.partner_id
 
 
+def _check_text(value: str | None, field: str) -> None:
+    """PostgreSQL text cannot hold a NUL character: refuse it as input, not as a crash."""
+    if value is not None and "\x00" in value:
+        raise DomainError(ErrorCode.INVALID_INPUT, f"{field} must not contain NUL", [field])
+
+
 def _check_reference(reference: str) -> None:
     if not reference.strip() or len(reference) > 200:
         raise DomainError(
             ErrorCode.INVALID_INPUT, "reference must be 1 to 200 characters", ["reference"]
         )
+    _check_text(reference, "reference")
+
+
+def _check_key(key: str) -> None:
+    if not key or len(key) > 200:
+        raise DomainError(
+            ErrorCode.INVALID_INPUT,
+            "idempotencyKey must be 1 to 200 characters",
+            ["idempotencyKey"],
+        )
+    _check_text(key, "idempotencyKey")
+
+
+def _check_instant(value: datetime | None, field: str) -> None:
+    """A time must have a zone and exist in UTC ("0001-01-01T00:00+14:00" does not)."""
+    if value is None:
+        return
+    if value.tzinfo is None:
+        raise DomainError(ErrorCode.INVALID_INPUT, f"{field} needs a time zone", [field])
+    try:
+        value.astimezone(UTC)
+    except OverflowError as exc:
+        raise DomainError(ErrorCode.INVALID_INPUT, f"{field} is out of range", [field]) from exc
 
 
 def _check_points(points: int | None, field: str = "points") -> None:
@@ -58,6 +87,7 @@ def _ref_dict(ref: MemberRef) -> dict[str, Any]:
 async def _replay_or_claim(
     conn: AsyncConnection, caller: Caller, key: str, operation: str, request: dict[str, Any]
 ) -> dict[str, Any] | None:
+    _check_key(key)
     digest = idempotency.request_hash(operation, request)
     return await idempotency.claim(conn, caller.client_id, key, operation, digest)
 
@@ -95,6 +125,9 @@ async def replay_earn(
     idempotency_key: str,
 ) -> EarnOutcome | None:
     """The fast path for retries: one read, no transaction, when the key was already booked."""
+    _check_key(idempotency_key)
+    _check_reference(reference)
+    _check_instant(occurred_at, "occurredAt")
     digest = idempotency.request_hash(
         "earnPoints", _earn_request(member, amount, reference, occurred_at)
     )
@@ -114,8 +147,13 @@ async def earn_points(
 ) -> EarnOutcome:
     partner_id = _partner_of(caller, "earnPoints")
     _check_reference(reference)
-    if occurred_at is not None and occurred_at.tzinfo is None:
-        raise DomainError(ErrorCode.INVALID_INPUT, "occurredAt needs a time zone", ["occurredAt"])
+    _check_instant(occurred_at, "occurredAt")
+    if occurred_at is not None and occurred_at < BEGINNING:  # before any rate card
+        raise DomainError(
+            ErrorCode.INVALID_INPUT,
+            "occurredAt is so old that its points would already have expired",
+            ["occurredAt"],
+        )
     request = _earn_request(member, amount, reference, occurred_at)
     stored = await _replay_or_claim(conn, caller, idempotency_key, "earnPoints", request)
     if stored is not None:
@@ -252,6 +290,7 @@ async def reverse_transfer(
     _check_points(points)
     if reason is not None and len(reason) > 500:
         raise DomainError(ErrorCode.INVALID_INPUT, "reason is at most 500 characters", ["reason"])
+    _check_text(reason, "reason")
     request = {"transferId": str(transfer_id), "points": points, "reason": reason}
     stored = await _replay_or_claim(conn, caller, idempotency_key, "reverseTransfer", request)
     if stored is not None:

@@ -33,15 +33,21 @@ class MemberRecord:
     partner_ref: str | None  # the calling partner's own reference, if any
 
 
+def _has_nul(value: str | None) -> bool:
+    return value is not None and "\x00" in value
+
+
 async def enroll(
     conn: AsyncConnection, caller: Caller, *, phone: str, partner_ref: str | None
 ) -> MemberRecord:
     """One phone is one member coalition-wide; enrolling again at a partner is idempotent."""
     settings = await load_settings(conn)
     e164 = normalize_phone(phone, settings.default_region)
-    if partner_ref is not None and not (0 < len(partner_ref) <= 200):
+    if partner_ref is not None and (not 0 < len(partner_ref) <= 200 or _has_nul(partner_ref)):
         raise DomainError(
-            ErrorCode.INVALID_INPUT, "partnerRef must be 1 to 200 characters", ["partnerRef"]
+            ErrorCode.INVALID_INPUT,
+            "partnerRef must be 1 to 200 characters, without NUL",
+            ["partnerRef"],
         )
     member_id = await conn.scalar(
         text(
@@ -134,6 +140,8 @@ async def resolve(
         raise DomainError(
             ErrorCode.INVALID_INPUT, "give exactly one of id, phone and partnerRef", ["member"]
         )
+    if _has_nul(ref.partner_ref):  # PostgreSQL text cannot hold NUL: no member has it
+        raise DomainError(ErrorCode.INVALID_INPUT, "partnerRef must not contain NUL", ["member"])
     partner = caller.partner_id
     if ref.partner_ref is not None:
         if partner is None:

@@ -67,6 +67,10 @@ async def create_client(
     conn: AsyncConnection, *, partner_id: uuid.UUID | None, scopes: list[str], name: str | None
 ) -> NewClient:
     granted = validate_scopes(scopes, partner_id)
+    if name is not None and (len(name) > 200 or "\x00" in name):
+        raise DomainError(
+            ErrorCode.INVALID_INPUT, "name must be at most 200 characters, without NUL", ["name"]
+        )
     if partner_id is not None:
         exists = await conn.scalar(text("SELECT 1 FROM partners WHERE id = :p"), {"p": partner_id})
         if not exists:

@@ -73,8 +73,10 @@ async def create_partner(
     issue_price: Decimal | None = None,
     redeem_price: Decimal | None = None,
 ) -> PartnerRecord:
-    if not name.strip() or len(name) > 200:
-        raise DomainError(ErrorCode.INVALID_INPUT, "name must be 1 to 200 characters", ["name"])
+    if not name.strip() or len(name) > 200 or "\x00" in name:
+        raise DomainError(
+            ErrorCode.INVALID_INPUT, "name must be 1 to 200 characters, without NUL", ["name"]
+        )
     if not SLUG.match(slug):
         raise DomainError(
             ErrorCode.INVALID_INPUT,
@@ -174,6 +176,12 @@ async def set_rate_card(
         raise DomainError(
             ErrorCode.INVALID_INPUT, "effectiveFrom needs a time zone", ["effectiveFrom"]
         )
+    try:  # "9999-12-31T23:59-14:00" has no UTC equivalent (nor a place in timestamptz)
+        start.astimezone(UTC)
+    except OverflowError as exc:
+        raise DomainError(
+            ErrorCode.INVALID_INPUT, "effectiveFrom is out of range", ["effectiveFrom"]
+        ) from exc
     if start < now:
         raise DomainError(
             ErrorCode.INVALID_INPUT, "effectiveFrom must not be in the past", ["effectiveFrom"]

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ledger.errors import DomainError, ErrorCode
 
 FUNDING_MODELS = ("REDEMPTION", "ISSUANCE")
+MAX_PRICE = Decimal("1000000")
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,14 @@ async def update_settings(
     if funding_model is not None and funding_model not in FUNDING_MODELS:
         raise DomainError(ErrorCode.INVALID_INPUT, "unknown funding model", ["fundingModel"])
     for name, value in (("pointValue", point_value), ("clearingFee", clearing_fee)):
-        if value is not None and value < 0:
-            raise DomainError(ErrorCode.INVALID_AMOUNT, f"{name} must not be negative", [name])
+        # NaN, infinities and values beyond the NUMERIC(20, 6) columns are the caller's
+        # mistake, not a crash (comparing a NaN raises InvalidOperation).
+        if value is not None and (not value.is_finite() or not 0 <= value <= MAX_PRICE):
+            raise DomainError(
+                ErrorCode.INVALID_AMOUNT, f"{name} must be between 0 and {MAX_PRICE}", [name]
+            )
+        if value is not None and value.as_tuple().exponent < -6:  # type: ignore[operator]
+            raise DomainError(ErrorCode.INVALID_AMOUNT, f"{name} has more than 6 decimals", [name])
     if default_region is not None:
         import phonenumbers
 

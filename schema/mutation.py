@@ -10,7 +10,7 @@ from typing import TypeVar
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ledger.errors import DomainError
+from ledger.errors import DomainError, ErrorCode
 from schema.context import Info
 
 T = TypeVar("T")
@@ -18,6 +18,9 @@ log = logging.getLogger("coalition.mutation")
 MAX_ATTEMPTS = 4
 # deadlock_detected, serialization_failure: the transaction can simply run again.
 RETRYABLE_SQLSTATES = {"40P01", "40001"}
+# Class 22, data exception: a value the client sent that PostgreSQL cannot hold (a NUL
+# character, a number or a date out of range). The client's mistake, not a crash.
+DATA_EXCEPTION_CLASS = "22"
 
 
 def _sqlstate(exc: DBAPIError) -> str | None:
@@ -31,16 +34,40 @@ def _sqlstate(exc: DBAPIError) -> str | None:
 async def in_transaction(
     info: Info, work: Callable[[AsyncConnection], Awaitable[T]]
 ) -> T | DomainError:
-    """Run `work` in a transaction; a DomainError rolls everything back and is returned."""
-    for attempt in range(1, MAX_ATTEMPTS + 1):
+    """Run `work` in a transaction; a DomainError rolls everything back and is returned.
+
+    A connection that turns out dead (PostgreSQL restarted since the pool opened it) is
+    replaced and the work run once more, but only when it failed before COMMIT was sent:
+    then PostgreSQL rolled it back for sure. A connection lost during COMMIT leaves the
+    outcome unknown, so that error goes to the client, whose retry with the same
+    idempotency key is booked at most once.
+    """
+    reconnected = False
+    attempt = 0
+    while True:
+        attempt += 1
+        committing = False
         try:
             async with info.context.engine.begin() as conn:
-                return await work(conn)
+                result = await work(conn)
+                committing = True
+            return result
         except DomainError as exc:
             return exc
         except DBAPIError as exc:
-            if _sqlstate(exc) not in RETRYABLE_SQLSTATES or attempt == MAX_ATTEMPTS:
+            state = _sqlstate(exc)
+            if state is not None and state.startswith(DATA_EXCEPTION_CLASS):
+                log.info("refused input the database cannot hold: %s", state)
+                return DomainError(
+                    ErrorCode.INVALID_INPUT,
+                    "the input holds a value that cannot be stored (a NUL character,"
+                    " or a number or a date out of range)",
+                )
+            if exc.connection_invalidated and not committing and not reconnected:
+                reconnected = True
+                log.warning("database connection lost before commit; running once more")
+                continue
+            if state not in RETRYABLE_SQLSTATES or attempt >= MAX_ATTEMPTS:
                 raise
-            log.info("retrying after %s (attempt %d)", _sqlstate(exc), attempt)
+            log.info("retrying after %s (attempt %d)", state, attempt)
             await asyncio.sleep(0.01 * attempt)
-    raise AssertionError("unreachable")
