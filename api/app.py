@@ -29,6 +29,7 @@ from api.tokens import TokenService
 from db.embedded import data_dir
 from db.engine import create_engine
 from ledger.expiry import expire_due
+from schema.cost import CostLimiter
 from schema.root import build_schema
 
 log = logging.getLogger("coalition")
@@ -42,6 +43,7 @@ class Platform:
     engine: AsyncEngine
     tokens: TokenService
     revoked: RevocationList
+    cost_limiter: CostLimiter
 
 
 async def _expiry_loop(engine: AsyncEngine, every: float) -> None:
@@ -70,7 +72,9 @@ def create_app(
         ttl_seconds=settings.token_ttl_seconds,
     )
     revoked = RevocationList()
-    platform = Platform(settings, engine, tokens, revoked)
+    # Query-cost buckets per API client, shared by every request of this process.
+    cost_limiter = CostLimiter(settings.rate_limit_capacity, settings.rate_limit_restore)
+    platform = Platform(settings, engine, tokens, revoked, cost_limiter)
     oauth = OAuthEndpoints(engine, tokens, revoked)
     graphiql = not settings.production
     graphql = AuthenticatedGraphQL(
@@ -79,6 +83,7 @@ def create_app(
                 max_depth=settings.max_query_depth,
                 max_aliases=settings.max_aliases,
                 max_tokens=settings.max_tokens,
+                cost_limiter=cost_limiter,
             ),
             engine,
             graphiql=graphiql,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from db import audit
 from db.engine import create_engine
 from ledger.errors import DomainError, ErrorCode
 from partners.clients import create_client
@@ -25,6 +26,14 @@ async def create_client_command(
                     )
                 partner_id = partner.id
             created = await create_client(conn, partner_id=partner_id, scopes=scopes, name=name)
+            await audit.record(
+                conn,
+                audit.CLI_ACTOR,
+                audit.AuditAction.API_CLIENT_CREATED,
+                "ApiClient",
+                created.client_id,
+                {"partnerId": partner_id, "scopes": created.scopes, "name": name},
+            )
         return {
             "client_id": created.client_id,
             "client_secret": created.client_secret,

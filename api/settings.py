@@ -18,6 +18,9 @@ class Settings:
     max_query_depth: int
     max_aliases: int
     max_tokens: int
+    # Query-cost leaky bucket per API client and process (0 in either disables the limit).
+    rate_limit_capacity: float = 2000
+    rate_limit_restore: float = 100
 
     @property
     def production(self) -> bool:
@@ -37,4 +40,6 @@ def load_settings() -> Settings:
         max_query_depth=int(env("COALITION_MAX_QUERY_DEPTH", "10")),
         max_aliases=int(env("COALITION_MAX_ALIASES", "30")),
         max_tokens=int(env("COALITION_MAX_TOKENS", "2000")),
+        rate_limit_capacity=float(env("COALITION_RATE_LIMIT_CAPACITY", "2000")),
+        rate_limit_restore=float(env("COALITION_RATE_LIMIT_RESTORE", "100")),
     )

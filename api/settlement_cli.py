@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from db import audit
 from db.embedded import database_url
 from db.engine import create_engine
 from db.ids import OPERATOR_PARTY
@@ -99,7 +100,19 @@ def close(
     """Close the OPEN period and compute obligations, positions and instructions."""
     from settlement.close import close_period
 
-    period = _run(lambda conn: close_period(conn, cutoff))
+    async def work(conn: AsyncConnection) -> Any:
+        closed = await close_period(conn, cutoff)
+        await audit.record(
+            conn,
+            audit.CLI_ACTOR,
+            audit.AuditAction.SETTLEMENT_PERIOD_CLOSED,
+            "SettlementPeriod",
+            closed.id,
+            {"cutoff": closed.cutoff, "status": closed.status},
+        )
+        return closed
+
+    period = _run(work)
     console.print(f"closed period {period.id} at {period.cutoff} ({period.status})")
 
 
@@ -137,15 +150,25 @@ def report(
     file: Annotated[Path, typer.Option(help="CSV: reference,kind,points,amount")],
 ) -> None:
     """Reconcile a partner's own file against the ledger and list the breaks."""
+    from schema.audit import report_details
     from settlement.reconciliation import submit_report
     from settlement.report_csv import parse_report_csv
 
     async def work(conn: AsyncConnection) -> Any:
         lines = parse_report_csv(file.read_text())
         partner_id = await _partner_id(conn, partner)
-        return await submit_report(
+        submitted = await submit_report(
             conn, OPERATOR, _period_id(period), lines, partner_id=partner_id, source="CSV"
         )
+        await audit.record(
+            conn,
+            audit.CLI_ACTOR,
+            audit.AuditAction.PARTNER_REPORT_SUBMITTED,
+            "PartnerReport",
+            submitted.id,
+            report_details(submitted),
+        )
+        return submitted
 
     result = _run(work)
     console.print(f"report {result.id}: {result.record_count} records, {len(result.breaks)} breaks")
@@ -180,9 +203,22 @@ def pay(
     reference: Annotated[str, typer.Option(help="The bank's reference of the payment.")],
 ) -> None:
     """Record that a payment instruction was paid."""
+    from schema.audit import payment_details
     from settlement.payments import record_payment
+    from settlement.periods import require_period
 
-    paid = _run(
-        lambda conn: record_payment(conn, _id(instruction, "PaymentInstruction"), reference)
-    )
+    async def work(conn: AsyncConnection) -> Any:
+        paid = await record_payment(conn, _id(instruction, "PaymentInstruction"), reference)
+        period = await require_period(conn, paid.period_id)
+        await audit.record(
+            conn,
+            audit.CLI_ACTOR,
+            audit.AuditAction.SETTLEMENT_PAYMENT_RECORDED,
+            "PaymentInstruction",
+            paid.id,
+            payment_details(paid, period.status),
+        )
+        return paid
+
+    paid = _run(work)
     console.print(f"instruction {paid.id} paid at {paid.paid_at}")

@@ -54,6 +54,8 @@ def start_server(url: str, port: int, workers: int) -> subprocess.Popen[bytes]:
         COALITION_TOKEN_TTL="7200",
         COALITION_DATA_DIR=str(BENCH_DATA),
         COALITION_EXPIRY_INTERVAL="0",
+        # The load generator is one client per partner hammering on purpose: no rate limit.
+        COALITION_RATE_LIMIT_CAPACITY="0",
     )
     log = (OUT / "server.log").open("wb")
     process = subprocess.Popen(

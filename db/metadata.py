@@ -5,6 +5,7 @@ from sqlmodel import SQLModel
 
 
 def load_all_models() -> MetaData:
+    import db.audit  # noqa: F401
     import settlement.models  # noqa: F401
 
     return SQLModel.metadata

@@ -18,12 +18,15 @@ from strawberry.extensions import (
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
+from schema.audit import AuditQueries
+from schema.cost import CostLimit, CostLimiter
 from schema.masking import MaskUnexpectedErrors
 from schema.members.api import MemberMutations, MemberQueries
 from schema.members.types import Member
 from schema.partners.api import PartnerMutations, PartnerQueries
 from schema.partners.types import Partner
 from schema.points.api import PointsMutations, PointsQueries
+from schema.points.batch import PointsBatchMutations
 from schema.points.types import Hold, Transfer
 from schema.settlement.api import SettlementMutations, SettlementQueries
 from schema.settlement.types import SettlementPeriod
@@ -32,15 +35,21 @@ from schema.viewer import ViewerQueries
 SDL_PATH = Path(__file__).with_name("schema.graphql")
 
 Query = merge_types(
-    "Query", (ViewerQueries, MemberQueries, PointsQueries, PartnerQueries, SettlementQueries)
+    "Query",
+    (ViewerQueries, MemberQueries, PointsQueries, PartnerQueries, SettlementQueries, AuditQueries),
 )
 Mutation = merge_types(
-    "Mutation", (MemberMutations, PointsMutations, PartnerMutations, SettlementMutations)
+    "Mutation",
+    (MemberMutations, PointsMutations, PointsBatchMutations, PartnerMutations, SettlementMutations),
 )
 
 
 def build_schema(
-    *, max_depth: int = 10, max_aliases: int = 30, max_tokens: int = 2000
+    *,
+    max_depth: int = 10,
+    max_aliases: int = 30,
+    max_tokens: int = 2000,
+    cost_limiter: CostLimiter | None = None,
 ) -> strawberry.Schema:
     # The limiters' validation rules are built once: a fresh rule class per request would
     # make every request miss the validation cache (its key includes the rules).
@@ -56,6 +65,10 @@ def build_schema(
         lambda: ValidationCache(maxsize=512),
         MaskUnexpectedErrors,
     ]
+    if cost_limiter is not None and cost_limiter.enabled:
+        # The buckets live in the limiter (per process); the extension is per request.
+        limiter = cost_limiter
+        extensions.append(lambda: CostLimit(limiter))
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,

@@ -8,6 +8,8 @@ from decimal import Decimal
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from db import audit
+from db.audit import AuditAction
 from ledger.errors import DomainError
 from partners import clients, service, settings
 from partners.caller import Scope
@@ -146,6 +148,23 @@ class PartnerMutations:
                 issue_price=input.issue_price,
                 redeem_price=input.redeem_price,
             )
+            await audit.record(
+                conn,
+                info.context.caller.client_id,
+                AuditAction.PARTNER_CREATED,
+                "Partner",
+                record.id,
+                {
+                    "name": record.name,
+                    "slug": record.slug,
+                    "earnRate": input.earn_rate,
+                    "acceptsRedemption": record.accepts_redemption,
+                    "pendingDays": record.pending_days,
+                    "pointsValidityDays": record.points_validity_days,
+                    "issuePrice": input.issue_price,
+                    "redeemPrice": input.redeem_price,
+                },
+            )
             return Partner.of(record)
 
         result = await in_transaction(info, work)
@@ -165,6 +184,19 @@ class PartnerMutations:
                 redeem_price=input.redeem_price,
                 effective_from=input.effective_from,
             )
+            await audit.record(
+                conn,
+                info.context.caller.client_id,
+                AuditAction.RATE_CARD_SET,
+                "Partner",
+                partner_id,
+                {
+                    "earnRate": card.earn_rate,
+                    "issuePrice": card.issue_price,
+                    "redeemPrice": card.redeem_price,
+                    "effectiveFrom": card.effective_from,
+                },
+            )
             return RateCard.of(card)
 
         result = await in_transaction(info, work)
@@ -180,9 +212,19 @@ class PartnerMutations:
             partner_id = (
                 from_global_id(input.partner_id, "Partner")[1] if input.partner_id else None
             )
-            return await clients.create_client(
+            created = await clients.create_client(
                 conn, partner_id=partner_id, scopes=input.scopes, name=input.name
             )
+            # Never the secret: only who the client is and what it may do.
+            await audit.record(
+                conn,
+                info.context.caller.client_id,
+                AuditAction.API_CLIENT_CREATED,
+                "ApiClient",
+                created.client_id,
+                {"partnerId": partner_id, "scopes": created.scopes, "name": input.name},
+            )
+            return created
 
         result = await in_transaction(info, work)
         if isinstance(result, DomainError):
@@ -204,7 +246,16 @@ class PartnerMutations:
         self, info: Info, input: RevokeApiClientInput
     ) -> RevokeApiClientPayload:
         async def work(conn: AsyncConnection) -> clients.ClientRecord:
-            return await clients.revoke_client(conn, input.client_id)
+            revoked = await clients.revoke_client(conn, input.client_id)
+            await audit.record(
+                conn,
+                info.context.caller.client_id,
+                AuditAction.API_CLIENT_REVOKED,
+                "ApiClient",
+                revoked.client_id,
+                {"partnerId": revoked.partner_id, "revokedAt": revoked.revoked_at},
+            )
+            return revoked
 
         result = await in_transaction(info, work)
         if isinstance(result, DomainError):
@@ -226,6 +277,20 @@ class PartnerMutations:
                 default_region=input.default_region,
                 funding_model=input.funding_model,
                 clearing_fee=input.clearing_fee,
+            )
+            requested = {
+                "pointValue": input.point_value,
+                "defaultRegion": input.default_region,
+                "fundingModel": input.funding_model,
+                "clearingFee": input.clearing_fee,
+            }
+            await audit.record(
+                conn,
+                info.context.caller.client_id,
+                AuditAction.COALITION_SETTINGS_UPDATED,
+                "CoalitionSettings",
+                None,
+                {"changes": {k: v for k, v in requested.items() if v is not None}},
             )
             return CoalitionSettings.of(updated)
 

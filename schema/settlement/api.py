@@ -9,9 +9,12 @@ from enum import Enum
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from db import audit
+from db.audit import AuditAction
 from ledger.errors import DomainError, ErrorCode
 from partners.caller import Scope
 from partners.settings import load_settings
+from schema.audit import break_details, payment_details, report_details
 from schema.context import Info
 from schema.errors import UserError, query_error
 from schema.mutation import in_transaction
@@ -170,7 +173,16 @@ class SettlementMutations:
                         "that period is not the OPEN one (already closed?)",
                         ["periodId"],
                     )
-            return SettlementPeriod.of(await close.close_period(conn, input.cutoff))
+            closed = await close.close_period(conn, input.cutoff)
+            await audit.record(
+                conn,
+                info.context.caller.client_id,
+                AuditAction.SETTLEMENT_PERIOD_CLOSED,
+                "SettlementPeriod",
+                closed.id,
+                {"cutoff": closed.cutoff, "status": closed.status},
+            )
+            return SettlementPeriod.of(closed)
 
         result = await in_transaction(info, work)
         if isinstance(result, DomainError):
@@ -189,6 +201,14 @@ class SettlementMutations:
             paid = await payments.record_payment(conn, instruction_id, input.bank_reference)
             exponent = (await load_settings(conn)).currency_exponent
             period = await periods.require_period(conn, paid.period_id)
+            await audit.record(
+                conn,
+                info.context.caller.client_id,
+                AuditAction.SETTLEMENT_PAYMENT_RECORDED,
+                "PaymentInstruction",
+                paid.id,
+                payment_details(paid, period.status),
+            )
             return PaymentInstruction.of(paid, exponent), SettlementPeriod.of(period)
 
         result = await in_transaction(info, work)
@@ -219,6 +239,14 @@ class SettlementMutations:
             report = await reconciliation.submit_report(
                 conn, info.context.caller, period_id, lines, partner_id=partner_id
             )
+            await audit.record(
+                conn,
+                info.context.caller.client_id,
+                AuditAction.PARTNER_REPORT_SUBMITTED,
+                "PartnerReport",
+                report.id,
+                report_details(report),
+            )
             return PartnerReport.of(report)
 
         result = await in_transaction(info, work)
@@ -237,6 +265,14 @@ class SettlementMutations:
             _, break_id = from_global_id(input.break_id, "ReconciliationBreak")
             resolved = await reconciliation.resolve_break(
                 conn, info.context.caller, break_id, input.action.value, input.note, input.points
+            )
+            await audit.record(
+                conn,
+                info.context.caller.client_id,
+                AuditAction.RECONCILIATION_BREAK_RESOLVED,
+                "ReconciliationBreak",
+                resolved.id,
+                break_details(resolved),
             )
             return ReconciliationBreak.of(resolved)
 

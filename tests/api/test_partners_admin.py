@@ -9,8 +9,9 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from schema.relay import encode_cursor
 from tests.api.helpers import VIEWER, error_codes, make_shop, payload, unique_phone, user_errors
-from tests.conftest import Api, unique_slug
+from tests.conftest import Api, make_partner, unique_slug
 
 CREATE_PARTNER = """mutation($input: CreatePartnerInput!) { createPartner(input: $input) {
   partner { id slug name acceptsRedemption pendingDays pointsValidityDays
@@ -80,6 +81,8 @@ async def test_create_partner_refuses_taken_and_invalid_slugs(operator_api: Api)
 
 
 async def test_partners_connection(engine: AsyncEngine, server: str, operator_api: Api) -> None:
+    # Page from a marker created first: the shared test database may hold many partners.
+    marker = await make_partner(engine)
     shop = await make_shop(engine, server)
     other = await make_shop(engine, server)
     # A partner sees only itself, with its own rate cards.
@@ -89,7 +92,7 @@ async def test_partners_connection(engine: AsyncEngine, server: str, operator_ap
     assert own["pageInfo"]["hasNextPage"] is False
     # The operator sees all partners, page by page, each once.
     slugs: list[str] = []
-    after = None
+    after: str | None = encode_cursor(marker.id)
     while True:
         page = operator_api.data(PARTNERS, {"first": 2, "after": after})["partners"]
         assert len(page["edges"]) <= 2
@@ -98,6 +101,7 @@ async def test_partners_connection(engine: AsyncEngine, server: str, operator_ap
             break
         after = page["pageInfo"]["endCursor"]
     assert {shop.slug, other.slug} <= set(slugs)
+    assert len(slugs) == len(set(slugs)) and marker.slug not in slugs
     assert len(slugs) == len(set(slugs))
     assert error_codes(operator_api.gql(PARTNERS, {"first": 101})) == ["INVALID_INPUT"]
     assert error_codes(operator_api.gql(PARTNERS, {"after": "bogus"})) == ["INVALID_CURSOR"]
