@@ -100,7 +100,7 @@ async def seed(engine: AsyncEngine, *, partners: int, members: int, points: int)
     for start in range(0, len(member_ids), 500):
         async with engine.begin() as conn:
             for i, member_id in enumerate(member_ids[start : start + 500]):
-                await postings.earn(
+                await postings.book_earn(
                     conn,
                     member_id=member_id,
                     issuer_id=partner_ids[(start + i) % len(partner_ids)],

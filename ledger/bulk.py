@@ -1,6 +1,6 @@
 """Set-based earns: many purchases of one issuer booked in one transaction.
 
-Each row is still a full posting, exactly as `postings.earn` books it: one EARN transfer from
+Each row is still a full posting, exactly as `postings.book_earn` books it: one EARN transfer from
 the issuer's issuance account to the member's wallet, one lot, the idempotency key stored
 with its result, and the transfers announced to `events.booked` (settlement books their
 obligations). Only the number of statements changes: the rows are staged with COPY into a
@@ -15,8 +15,8 @@ Order of work, the same as a single earn's (key, period lock, member lock, write
 3. `events.begin` (settlement's shared period lock);
 4. lock the members involved, in id order (`FOR NO KEY UPDATE`, as `postings.posting` does);
 5. members with outstanding debts (rare) get their rows booked one by one through
-   `postings.earn`, which repays debts from the new lot first; their stored results are
-   then pointed at the transfers `postings.earn` booked;
+   `postings.book_earn`, which repays debts from the new lot first; their stored results are
+   then pointed at the transfers `postings.book_earn` booked;
 6. every other row: transfers and lots in one statement, then `events.booked`.
 """
 
@@ -292,7 +292,7 @@ async def bulk_earn(
     if members:
         await conn.execute(_LOCK_MEMBERS, {"ids": members})
 
-    # 5. Members with debts: booked one by one by postings.earn, which repays them first.
+    # 5. Members with debts: booked one by one by postings.book_earn, which repays them first.
     debtors: set[uuid.UUID] = set()
     if members:
         debtors = set((await conn.scalars(_DEBTORS, {"ids": members})).all())
@@ -344,7 +344,7 @@ async def _book_debtors(
     for pos, r in enumerate(rows):
         if pos in skipped or r.member_id not in debtors or r.points <= 0:
             continue
-        transfer_id = await postings.earn(
+        booked = await postings.book_earn(
             conn,
             member_id=r.member_id,
             issuer_id=issuer_id,
@@ -362,7 +362,7 @@ async def _book_debtors(
                 "UPDATE idempotency_keys SET result = jsonb_set(result, '{transfer_id}',"
                 " to_jsonb(CAST(:t AS text))) WHERE client_id = :c AND key = :k"
             ),
-            {"t": str(transfer_id), "c": client_id, "k": r.key},
+            {"t": str(booked.id), "c": client_id, "k": r.key},
         )
         outcome.transfers += 1
         outcome.points += r.points

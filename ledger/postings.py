@@ -196,37 +196,6 @@ _INSERT_EARN = text(
 ).bindparams(bindparam("metadata", type_=JSONB))
 
 
-async def earn(
-    conn: AsyncConnection,
-    *,
-    member_id: uuid.UUID,
-    issuer_id: uuid.UUID,
-    client_id: str | None,
-    points: int,
-    reference: str | None,
-    amount: Decimal | None,
-    occurred_at: datetime | None,
-    available_at: datetime,
-    expires_at: datetime,
-    metadata: dict[str, Any] | None = None,
-) -> uuid.UUID:
-    """Book an earn and its lot; repay the member's debts from the new lot first."""
-    booked = await book_earn(
-        conn,
-        member_id=member_id,
-        issuer_id=issuer_id,
-        client_id=client_id,
-        points=points,
-        reference=reference,
-        amount=amount,
-        occurred_at=occurred_at,
-        available_at=available_at,
-        expires_at=expires_at,
-        metadata=metadata,
-    )
-    return booked.id
-
-
 async def book_earn(
     conn: AsyncConnection,
     *,
@@ -241,7 +210,8 @@ async def book_earn(
     expires_at: datetime,
     metadata: dict[str, Any] | None = None,
 ) -> TransferRecord:
-    """`earn`, returning the transfer as stored. The transfer and its lot are one statement."""
+    """Book an earn and its lot (one statement), then repay the member's debts from the new
+    lot first. Returns the transfer as stored."""
     async with posting(conn, member_id) as post:
         lot_id = new_id()
         row = (
