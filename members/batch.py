@@ -30,7 +30,7 @@ import bisect
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
 
@@ -42,11 +42,17 @@ from ledger import bulk
 from ledger.errors import DomainError, ErrorCode
 from ledger.idempotency import request_hash
 from members.phones import normalize_phone
-from members.points import CLOCK_SKEW, MAX_AMOUNT, _partner_of, _ref_dict
+from members.points import (
+    CLOCK_SKEW,
+    MAX_AMOUNT,
+    _partner_of,
+    check_earn_before_key,
+    earn_request,
+)
 from members.service import MemberRef
 from partners.caller import Caller
 from partners.earning import Purchase, compute_earn
-from partners.service import BEGINNING, RateCardRecord, get_partner
+from partners.service import RateCardRecord, get_partner
 from partners.settings import load_settings
 
 OPERATION = "earnPoints"  # keys are shared with the single mutation: the same key replays
@@ -230,35 +236,12 @@ def _one_ref(ref: MemberRef) -> bool:
     return (ref.id is not None) + (ref.phone is not None) + (ref.partner_ref is not None) == 1
 
 
-def _before_key(
-    reference: str, key: str, occurred_at: datetime | None
-) -> tuple[ErrorCode, str, str] | None:
+def _before_key(reference: str, key: str, occurred_at: datetime | None) -> DomainError | None:
     """What earn_points refuses before it looks at the key (its checks, its messages)."""
-    if not reference.strip() or len(reference) > 200:
-        return ErrorCode.INVALID_INPUT, "reference must be 1 to 200 characters", "reference"
-    if "\x00" in reference:
-        return ErrorCode.INVALID_INPUT, "reference must not contain NUL", "reference"
-    if occurred_at is not None:
-        if occurred_at.tzinfo is None:
-            return ErrorCode.INVALID_INPUT, "occurredAt needs a time zone", "occurredAt"
-        try:
-            occurred_at.astimezone(UTC)
-        except OverflowError:
-            return ErrorCode.INVALID_INPUT, "occurredAt is out of range", "occurredAt"
-        if occurred_at < BEGINNING:  # before any rate card
-            return (
-                ErrorCode.INVALID_INPUT,
-                "occurredAt is so old that its points would already have expired",
-                "occurredAt",
-            )
-    if not key or len(key) > 200:
-        return (
-            ErrorCode.INVALID_INPUT,
-            "idempotencyKey must be 1 to 200 characters",
-            "idempotencyKey",
-        )
-    if "\x00" in key:
-        return ErrorCode.INVALID_INPUT, "idempotencyKey must not contain NUL", "idempotencyKey"
+    try:
+        check_earn_before_key(reference, key, occurred_at)
+    except DomainError as refused:
+        return refused
     return None
 
 
@@ -308,17 +291,11 @@ async def earn_points_batch(
         )
         refused = _before_key(reference, key, occurred_at)
         if refused is not None:
-            rejected[i] = reject(i, *refused)
+            rejected[i] = RowRejection(i, refused.code, refused.message, refused.field or [])
             continue
-        amounts[i] = amount_text = str(amount)
+        amounts[i] = str(amount)
         digests[i] = request_hash(
-            OPERATION,
-            {
-                "member": _ref_dict(row.member),
-                "amount": amount_text,
-                "reference": reference,
-                "occurredAt": occurred_at,
-            },
+            OPERATION, earn_request(row.member, amount, reference, occurred_at)
         )
         if (
             not amount.is_finite()

@@ -103,7 +103,20 @@ class EarnOutcome:
     transfer: TransferRecord | None = None
 
 
-def _earn_request(
+def check_earn_before_key(reference: str, key: str, occurred_at: datetime | None) -> None:
+    """What an earn refuses before it looks at its idempotency key (single and batch)."""
+    _check_reference(reference)
+    _check_instant(occurred_at, "occurredAt")
+    if occurred_at is not None and occurred_at < BEGINNING:  # before any rate card
+        raise DomainError(
+            ErrorCode.INVALID_INPUT,
+            "occurredAt is so old that its points would already have expired",
+            ["occurredAt"],
+        )
+    _check_key(key)
+
+
+def earn_request(
     member: MemberRef, amount: Decimal, reference: str, occurred_at: datetime | None
 ) -> dict[str, Any]:
     return {
@@ -125,11 +138,9 @@ async def replay_earn(
     idempotency_key: str,
 ) -> EarnOutcome | None:
     """The fast path for retries: one read, no transaction, when the key was already booked."""
-    _check_key(idempotency_key)
-    _check_reference(reference)
-    _check_instant(occurred_at, "occurredAt")
+    check_earn_before_key(reference, idempotency_key, occurred_at)
     digest = idempotency.request_hash(
-        "earnPoints", _earn_request(member, amount, reference, occurred_at)
+        "earnPoints", earn_request(member, amount, reference, occurred_at)
     )
     stored = await idempotency.lookup(conn, caller.client_id, idempotency_key, "earnPoints", digest)
     return EarnOutcome(**stored, replayed=True) if stored is not None else None
@@ -146,15 +157,8 @@ async def earn_points(
     idempotency_key: str,
 ) -> EarnOutcome:
     partner_id = _partner_of(caller, "earnPoints")
-    _check_reference(reference)
-    _check_instant(occurred_at, "occurredAt")
-    if occurred_at is not None and occurred_at < BEGINNING:  # before any rate card
-        raise DomainError(
-            ErrorCode.INVALID_INPUT,
-            "occurredAt is so old that its points would already have expired",
-            ["occurredAt"],
-        )
-    request = _earn_request(member, amount, reference, occurred_at)
+    check_earn_before_key(reference, idempotency_key, occurred_at)
+    request = earn_request(member, amount, reference, occurred_at)
     stored = await _replay_or_claim(conn, caller, idempotency_key, "earnPoints", request)
     if stored is not None:
         return EarnOutcome(**stored, replayed=True)
