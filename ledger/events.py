@@ -1,42 +1,28 @@
-"""In-transaction domain events: other modules (settlement, later webhooks) subscribe here.
+"""In-transaction posting hooks, as SQL functions other modules subscribe to.
 
-`begin` hooks run before a posting writes anything (settlement takes its period lock there);
-`booked` hooks run after, in the same transaction, with the ids of the transfers booked.
+`ledger_posting_begin()` runs before a posting writes anything (settlement takes its period
+lock there); `ledger_posting_booked(ids)` runs after, in the same transaction, with the ids of
+the transfers booked (settlement books their obligations). The ledger only calls them; their
+bodies are installed by the subscribers' migrations (0004). Postings written in Python call
+them through this module; postings written as SQL functions call them directly.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-BeginHook = Callable[[AsyncConnection], Awaitable[None]]
-BookedHook = Callable[[AsyncConnection, Sequence[uuid.UUID]], Awaitable[None]]
-
-_begin_hooks: list[BeginHook] = []
-_booked_hooks: list[BookedHook] = []
-
-
-def on_begin(hook: BeginHook) -> BeginHook:
-    if hook not in _begin_hooks:
-        _begin_hooks.append(hook)
-    return hook
-
-
-def on_booked(hook: BookedHook) -> BookedHook:
-    if hook not in _booked_hooks:
-        _booked_hooks.append(hook)
-    return hook
+_BEGIN = text("SELECT ledger_posting_begin()")
+_BOOKED = text("SELECT ledger_posting_booked(CAST(:ids AS uuid[]))")
 
 
 async def begin(conn: AsyncConnection) -> None:
-    for hook in _begin_hooks:
-        await hook(conn)
+    await conn.execute(_BEGIN)
 
 
 async def booked(conn: AsyncConnection, transfer_ids: Sequence[uuid.UUID]) -> None:
-    if not transfer_ids:
-        return
-    for hook in _booked_hooks:
-        await hook(conn, transfer_ids)
+    if transfer_ids:
+        await conn.execute(_BOOKED, {"ids": list(transfer_ids)})

@@ -49,41 +49,9 @@ async def claim(
             {"c": client_id, "k": key},
         )
     ).one()
-    if row.operation != operation or row.request_hash != digest:
-        raise DomainError(
-            ErrorCode.IDEMPOTENCY_KEY_REUSED,
-            "this idempotencyKey was already used with a different request",
-            ["idempotencyKey"],
-        )
-    result: dict[str, Any] = row.result
-    return result
-
-
-_LOOKUP = text(
-    "SELECT operation, request_hash, result FROM idempotency_keys WHERE client_id = :c AND key = :k"
-)
-
-
-async def lookup(
-    conn: AsyncConnection, client_id: str, key: str, operation: str, digest: str
-) -> dict[str, Any] | None:
-    """A read-only replay check: the stored result when the key was used for this very request.
-
-    None when the key is new, or claimed by a request still in flight (the caller then takes
-    the transactional path, which waits for it); IDEMPOTENCY_KEY_REUSED when it was used for a
-    different request.
-    """
-    row = (await conn.execute(_LOOKUP, {"c": client_id, "k": key})).one_or_none()
-    if row is None or not row.result:
-        return None
-    if row.operation != operation or row.request_hash != digest:
-        raise DomainError(
-            ErrorCode.IDEMPOTENCY_KEY_REUSED,
-            "this idempotencyKey was already used with a different request",
-            ["idempotencyKey"],
-        )
-    result: dict[str, Any] = row.result
-    return result
+    stored = stored_result(row.operation, row.request_hash, row.result, operation, digest)
+    assert stored is not None  # a committed key always holds its result
+    return stored
 
 
 async def complete(conn: AsyncConnection, client_id: str, key: str, result: dict[str, Any]) -> None:
@@ -93,3 +61,28 @@ async def complete(conn: AsyncConnection, client_id: str, key: str, result: dict
         ),
         {"c": client_id, "k": key, "r": orjson.dumps(result, default=str).decode()},
     )
+
+
+# The stored key as three columns of a larger read (binds :client and :key).
+KEY_COLUMNS = "k.operation AS key_operation, k.request_hash AS key_hash, k.result AS key_result"
+KEY_JOIN = "LEFT JOIN idempotency_keys k ON k.client_id = :client AND k.key = :key"
+
+
+def stored_result(
+    stored_operation: str | None,
+    stored_hash: str | None,
+    result: dict[str, Any] | None,
+    operation: str,
+    digest: str,
+) -> dict[str, Any] | None:
+    """A stored key's result when it was used for this very request; None when unused (or
+    still in flight); IDEMPOTENCY_KEY_REUSED when it was used for a different request."""
+    if stored_operation is None or not result:
+        return None
+    if stored_operation != operation or stored_hash != digest:
+        raise DomainError(
+            ErrorCode.IDEMPOTENCY_KEY_REUSED,
+            "this idempotencyKey was already used with a different request",
+            ["idempotencyKey"],
+        )
+    return result

@@ -16,13 +16,22 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from db.ids import new_id
 from ledger import idempotency, postings
+from ledger.earn_once import EarnToBook, KeyTaken, book_earn_once
 from ledger.errors import DomainError, ErrorCode
 from ledger.queries import TransferRecord
-from members.service import MemberRef, resolve
+from members.service import MemberRef, check_ref, lookup_params, partner_lookup_sql, resolve
 from partners.caller import Caller
 from partners.earning import Purchase, compute_earn
-from partners.service import BEGINNING, earn_context, get_partner
+from partners.service import (
+    BEGINNING,
+    EARN_CONTEXT_COLUMNS,
+    EARN_CONTEXT_FROM,
+    EARN_CONTEXT_WHERE,
+    earn_context_of,
+    get_partner,
+)
 from partners.settings import load_settings
 
 MAX_AMOUNT = Decimal("1000000000")
@@ -127,23 +136,23 @@ def earn_request(
     }
 
 
-async def replay_earn(
-    conn: AsyncConnection,
-    caller: Caller,
-    *,
-    member: MemberRef,
-    amount: Decimal,
-    reference: str,
-    occurred_at: datetime | None,
-    idempotency_key: str,
-) -> EarnOutcome | None:
-    """The fast path for retries: one read, no transaction, when the key was already booked."""
-    check_earn_before_key(reference, idempotency_key, occurred_at)
-    digest = idempotency.request_hash(
-        "earnPoints", earn_request(member, amount, reference, occurred_at)
-    )
-    stored = await idempotency.lookup(conn, caller.client_id, idempotency_key, "earnPoints", digest)
-    return EarnOutcome(**stored, replayed=True) if stored is not None else None
+# One read before the write: the stored key, the earn context and the member (binds :client,
+# :key, :p, :at and the member lookup's :ref, :phone, :mid).
+_EARN_PREFLIGHT = text(
+    f"SELECT {EARN_CONTEXT_COLUMNS}, {idempotency.KEY_COLUMNS},"
+    f" {partner_lookup_sql('p.id')} AS member_id"
+    f" FROM {EARN_CONTEXT_FROM} {idempotency.KEY_JOIN} WHERE {EARN_CONTEXT_WHERE}"
+)
+# The coalition's phone region as last read: national numbers are normalised with it before
+# the preflight read, which returns the region in force and so catches a change.
+_region_seen: str | None = None
+
+
+async def _phone_region(conn: AsyncConnection, member: MemberRef) -> str:
+    global _region_seen
+    if member.phone is not None and _region_seen is None:
+        _region_seen = (await load_settings(conn)).default_region
+    return _region_seen or "ZZ"
 
 
 async def earn_points(
@@ -156,14 +165,35 @@ async def earn_points(
     occurred_at: datetime | None,
     idempotency_key: str,
 ) -> EarnOutcome:
+    """An earn in two statements on an autocommit connection: one read (a replay ends
+    there), then `ledger_book_earn`, which stores the key, the posting and its obligations
+    atomically."""
+    global _region_seen
     partner_id = _partner_of(caller, "earnPoints")
     check_earn_before_key(reference, idempotency_key, occurred_at)
-    request = earn_request(member, amount, reference, occurred_at)
-    stored = await _replay_or_claim(conn, caller, idempotency_key, "earnPoints", request)
+    digest = idempotency.request_hash(
+        "earnPoints", earn_request(member, amount, reference, occurred_at)
+    )
+    region = await _phone_region(conn, member)
+    checked = check_ref(caller, member, region)
+    row = (
+        await conn.execute(
+            _EARN_PREFLIGHT,
+            {
+                "client": caller.client_id,
+                "key": idempotency_key,
+                "p": partner_id,
+                "at": occurred_at,
+                **lookup_params(checked),
+            },
+        )
+    ).one()
+    stored = idempotency.stored_result(
+        row.key_operation, row.key_hash, row.key_result, "earnPoints", digest
+    )
     if stored is not None:
         return EarnOutcome(**stored, replayed=True)
-    # Settings, partner timing, the rate card in force and the clock: one round trip.
-    context = await earn_context(conn, partner_id, occurred_at)
+    context = earn_context_of(row)
     if (
         not amount.is_finite()
         or amount <= 0
@@ -188,31 +218,59 @@ async def earn_points(
             "occurredAt is so old that its points would already have expired",
             ["occurredAt"],
         )
-    member_id = await resolve(conn, caller, member, region=context.default_region)
+    member_id: uuid.UUID | None = row.member_id
+    if context.default_region != region:  # the region changed: look the member up again
+        _region_seen = context.default_region
+        member_id = await resolve(conn, caller, member, region=context.default_region)
+    if member_id is None:
+        raise DomainError(ErrorCode.MEMBER_NOT_FOUND, "no such member", ["member"])
     result = compute_earn(Purchase(amount=amount), context.card)
     lines = [asdict(line) for line in result.lines]
-    transfer = None
-    if result.points > 0:
-        transfer = await postings.book_earn(
-            conn,
-            member_id=member_id,
-            issuer_id=partner_id,
-            client_id=caller.client_id,
-            points=result.points,
-            reference=reference,
-            amount=amount,
-            occurred_at=booked_at,
-            available_at=available_at,
-            expires_at=expires_at,
-            metadata={"explanation": lines, "rate_card_id": str(context.card.id)},
-        )
+    earn = EarnToBook(
+        member_id=member_id,
+        issuer_id=partner_id,
+        client_id=caller.client_id,
+        transfer_id=new_id(),
+        lot_id=new_id(),
+        points=result.points,
+        reference=reference,
+        amount=amount,
+        metadata={"explanation": lines, "rate_card_id": str(context.card.id)},
+        occurred_at=booked_at,
+        available_at=available_at,
+        expires_at=expires_at,
+    )
     outcome = EarnOutcome(
         member_id=str(member_id),
-        transfer_id=str(transfer.id) if transfer else None,
+        transfer_id=str(earn.transfer_id) if result.points > 0 else None,
         points=result.points,
         lines=lines,
     )
-    await idempotency.complete(conn, caller.client_id, idempotency_key, _stored(outcome))
+    booked = await book_earn_once(
+        conn, earn, key=idempotency_key, request_hash=digest, result=_stored(outcome)
+    )
+    if isinstance(booked, KeyTaken):  # a concurrent call with this key committed first
+        stored = idempotency.stored_result(
+            booked.operation, booked.request_hash, booked.result, "earnPoints", digest
+        )
+        assert stored is not None
+        return EarnOutcome(**stored, replayed=True)
+    if booked is None:
+        return outcome
+    transfer = TransferRecord(
+        id=earn.transfer_id,
+        code=postings.TransferCode.EARN,
+        points=earn.points,
+        member_id=member_id,
+        partner_id=partner_id,
+        client_id=caller.client_id,
+        reference=reference,
+        reversal_of_id=None,
+        amount=amount,
+        metadata=earn.metadata,
+        occurred_at=booked_at,
+        created_at=booked,
+    )
     return replace(outcome, transfer=transfer)
 
 

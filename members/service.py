@@ -127,6 +127,50 @@ _BY_ID_AT_PARTNER = text(
 )
 
 
+@dataclass(frozen=True)
+class CheckedRef:
+    """A member reference ready for a lookup: exactly one field set, the phone in E.164."""
+
+    id: uuid.UUID | None
+    phone: str | None
+    partner_ref: str | None
+
+
+def check_ref(caller: Caller, ref: MemberRef, region: str) -> CheckedRef:
+    """Refuse a malformed reference before any lookup (`region`: for national phone numbers)."""
+    given = [v for v in (ref.id, ref.phone, ref.partner_ref) if v is not None]
+    if len(given) != 1:
+        raise DomainError(
+            ErrorCode.INVALID_INPUT, "give exactly one of id, phone and partnerRef", ["member"]
+        )
+    if _has_nul(ref.partner_ref):  # PostgreSQL text cannot hold NUL: no member has it
+        raise DomainError(ErrorCode.INVALID_INPUT, "partnerRef must not contain NUL", ["member"])
+    if ref.partner_ref is not None and caller.partner_id is None:
+        raise DomainError(
+            ErrorCode.INVALID_INPUT, "partnerRef needs a partner's client", ["member"]
+        )
+    phone = normalize_phone(ref.phone, region) if ref.phone is not None else None
+    return CheckedRef(ref.id, phone, ref.partner_ref)
+
+
+# A partner's lookup as one SQL expression (binds :ref, :phone, :mid; NULL for unused ones),
+# to embed in a larger read: the member id, or NULL when the partner cannot see the member.
+def partner_lookup_sql(partner: str) -> str:
+    return (
+        "COALESCE("
+        f"(SELECT member_id FROM memberships WHERE partner_id = {partner}"
+        " AND partner_ref = CAST(:ref AS text)),"
+        " (SELECT m.id FROM members m JOIN memberships ms ON ms.member_id = m.id"
+        f" AND ms.partner_id = {partner} WHERE m.phone = CAST(:phone AS text)),"
+        " (SELECT member_id FROM memberships WHERE member_id = CAST(:mid AS uuid)"
+        f" AND partner_id = {partner}))"
+    )
+
+
+def lookup_params(checked: CheckedRef) -> dict[str, object]:
+    return {"ref": checked.partner_ref, "phone": checked.phone, "mid": checked.id}
+
+
 async def resolve(
     conn: AsyncConnection, caller: Caller, ref: MemberRef, *, region: str | None = None
 ) -> uuid.UUID:
@@ -135,32 +179,23 @@ async def resolve(
     One round trip: a partner's lookup joins its memberships, so visibility is the lookup.
     `region` (the coalition's default phone region) saves a settings read when known.
     """
-    given = [v for v in (ref.id, ref.phone, ref.partner_ref) if v is not None]
-    if len(given) != 1:
-        raise DomainError(
-            ErrorCode.INVALID_INPUT, "give exactly one of id, phone and partnerRef", ["member"]
-        )
-    if _has_nul(ref.partner_ref):  # PostgreSQL text cannot hold NUL: no member has it
-        raise DomainError(ErrorCode.INVALID_INPUT, "partnerRef must not contain NUL", ["member"])
+    if ref.phone is not None and region is None:
+        region = (await load_settings(conn)).default_region
+    checked = check_ref(caller, ref, region or "ZZ")
     partner = caller.partner_id
-    if ref.partner_ref is not None:
-        if partner is None:
-            raise DomainError(
-                ErrorCode.INVALID_INPUT, "partnerRef needs a partner's client", ["member"]
-            )
-        member_id = await conn.scalar(_BY_REF, {"p": partner, "r": ref.partner_ref})
-    elif ref.phone is not None:
-        if region is None:
-            region = (await load_settings(conn)).default_region
-        phone = normalize_phone(ref.phone, region)
+    if checked.partner_ref is not None:
+        member_id = await conn.scalar(_BY_REF, {"p": partner, "r": checked.partner_ref})
+    elif checked.phone is not None:
         if caller.is_operator:
-            member_id = await conn.scalar(_BY_PHONE, {"phone": phone})
+            member_id = await conn.scalar(_BY_PHONE, {"phone": checked.phone})
         else:
-            member_id = await conn.scalar(_BY_PHONE_AT_PARTNER, {"phone": phone, "p": partner})
+            member_id = await conn.scalar(
+                _BY_PHONE_AT_PARTNER, {"phone": checked.phone, "p": partner}
+            )
     elif caller.is_operator:
-        member_id = await conn.scalar(_BY_ID, {"m": ref.id})
+        member_id = await conn.scalar(_BY_ID, {"m": checked.id})
     else:
-        member_id = await conn.scalar(_BY_ID_AT_PARTNER, {"m": ref.id, "p": partner})
+        member_id = await conn.scalar(_BY_ID_AT_PARTNER, {"m": checked.id, "p": partner})
     if member_id is None:
         raise DomainError(ErrorCode.MEMBER_NOT_FOUND, "no such member", ["member"])
     assert isinstance(member_id, uuid.UUID)

@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
@@ -271,22 +272,23 @@ class EarnContext:
     card: RateCardRecord
 
 
-_EARN_CONTEXT = text(
-    "SELECT now() AS now, s.currency_exponent, s.default_region, p.pending_days,"
+EARN_CONTEXT_COLUMNS = (
+    "now() AS now, s.currency_exponent, s.default_region, p.pending_days,"
     " p.points_validity_days, c.id, c.partner_id, c.effective_from, c.earn_rate,"
     " c.issue_price, c.redeem_price"
-    " FROM coalition_settings s CROSS JOIN partners p CROSS JOIN LATERAL ("
+)
+# Binds :p (the partner) and :at (the purchase time, NULL for now).
+EARN_CONTEXT_FROM = (
+    "coalition_settings s CROSS JOIN partners p CROSS JOIN LATERAL ("
     "  SELECT * FROM rate_cards WHERE partner_id = p.id"
     "  AND effective_from <= COALESCE(CAST(:at AS timestamptz), now())"
     "  ORDER BY effective_from DESC LIMIT 1) c"
-    " WHERE s.id = 1 AND p.id = :p"
 )
+EARN_CONTEXT_WHERE = "s.id = 1 AND p.id = :p"
 
 
-async def earn_context(
-    conn: AsyncConnection, partner_id: uuid.UUID, at: datetime | None
-) -> EarnContext:
-    row = (await conn.execute(_EARN_CONTEXT, {"p": partner_id, "at": at})).one()
+def earn_context_of(row: Any) -> EarnContext:
+    """An EarnContext from a row holding EARN_CONTEXT_COLUMNS."""
     return EarnContext(
         now=row.now,
         currency_exponent=row.currency_exponent,

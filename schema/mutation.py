@@ -10,6 +10,7 @@ from typing import TypeVar
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from db.engine import watch_write
 from ledger.errors import DomainError, ErrorCode
 from schema.context import Info
 
@@ -32,9 +33,13 @@ def _sqlstate(exc: DBAPIError) -> str | None:
 
 
 async def in_transaction(
-    info: Info, work: Callable[[AsyncConnection], Awaitable[T]]
+    info: Info, work: Callable[[AsyncConnection], Awaitable[T]], *, autocommit: bool = False
 ) -> T | DomainError:
     """Run `work` in a transaction; a DomainError rolls everything back and is returned.
+
+    `autocommit`: `work` reads, then writes with one statement that is atomic by itself (a SQL
+    function such as `ledger_book_earn`): no BEGIN and COMMIT round trips. It marks the
+    moment it sends that statement (`db.engine.mark_write_sent`), which counts as COMMIT below.
 
     A connection that turns out dead (PostgreSQL restarted since the pool opened it) is
     replaced and the work run once more, but only when it failed before COMMIT was sent:
@@ -48,6 +53,14 @@ async def in_transaction(
         attempt += 1
         committing = False
         try:
+            if autocommit:
+                with watch_write() as mark:
+                    try:
+                        async with info.context.engine.connect() as conn:
+                            auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                            return await work(auto)
+                    finally:
+                        committing = mark.sent
             async with info.context.engine.begin() as conn:
                 result = await work(conn)
                 committing = True

@@ -1,8 +1,11 @@
 """Obligations booked in the same transaction as the transfers that cause them.
 
-Postings take the period lock shared (`on_begin`), a close takes it exclusively, so a close
-waits for postings in flight and no posting straddles a cutoff. Postings never update the
-period row: they only read which period is OPEN.
+Every posting calls the ledger's SQL hooks (`ledger.events`): `ledger_posting_begin()` before
+it writes and `ledger_posting_booked(ids)` after. Settlement subscribes to both in migration
+0004: the first takes the period lock shared, the second runs `settlement_book_obligations`
+(the SQL in `settlement.booking_sql`). A close takes the lock exclusively, so it waits for
+postings in flight and no posting straddles a cutoff. Postings never update the period row:
+they only read which period is OPEN.
 
 The rules (one INSERT ... SELECT for all the transfers of a posting, no loop per row):
 
@@ -26,122 +29,12 @@ A reversal's amount is the difference of cumulative rounded amounts
 (round(reversed so far incl. this × price) − round(reversed before × price)), so partial
 reversals that add up to the whole return exactly the original amount.
 Terms (funding model, point value, fee) are those in force at the transfer's created_at.
+
+Why SQL hooks rather than Python callbacks: the planner re-planned the booking statement on
+every call (about 2 ms, most of an earn's database time); as a PL/pgSQL function its plan is
+cached, and postings written as one SQL function (the single earn) can call the hook without
+a round trip.
 """
-
-from __future__ import annotations
-
-import uuid
-from collections.abc import Sequence
-
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from db.ids import OPERATOR_PARTY
-from ledger import events
-from ledger.accounts import OPERATOR_ADJUSTMENT_ACCOUNT
 
 PERIOD_LOCK = 7243002
 """Advisory lock key: shared by postings, exclusive for a close."""
-
-TERMS_AT = (
-    "SELECT funding_model, point_value, clearing_fee, 10::numeric ^ currency_exponent AS scale"
-    " FROM settlement_terms WHERE effective_from <= {at}"
-    " ORDER BY effective_from DESC, id DESC LIMIT 1"
-)
-
-_BOOK = text(
-    f"""
-    WITH booked AS (
-      SELECT t.id, t.code, t.partner_id, t.points, t.reversal_of_id, t.occurred_at,
-             t.created_at, t.debit_account_id, t.metadata_, terms.*
-      FROM transfers t CROSS JOIN LATERAL ({TERMS_AT.format(at="t.created_at")}) terms
-      WHERE t.id = ANY(:ids)
-    ), spent AS (
-      SELECT b.id AS transfer_id, c.issuer_partner_id AS issuer,
-             c.redeemer_partner_id AS redeemer, c.kind, sum(c.points) AS points,
-             b.point_value, b.clearing_fee
-      FROM booked b JOIN consumptions c ON c.transfer_id = b.id
-      WHERE b.funding_model = 'REDEMPTION'
-        AND c.kind IN ('REDEEM', 'CLAWBACK', 'DEBT_REPAYMENT')
-        AND c.issuer_partner_id <> c.redeemer_partner_id
-      GROUP BY b.id, c.issuer_partner_id, c.redeemer_partner_id, c.kind, b.point_value,
-               b.clearing_fee
-    ), fresh AS (
-      SELECT transfer_id, issuer, issuer AS debtor, redeemer AS creditor,
-             CASE kind WHEN 'REDEEM' THEN 'REDEMPTION' ELSE kind END AS kind,
-             points, point_value AS unit_price, 0::bigint AS before
-      FROM spent
-      UNION ALL
-      SELECT transfer_id, issuer, redeemer, CAST(:operator AS uuid), 'CLEARING_FEE', points, clearing_fee, 0
-      FROM spent WHERE kind = 'REDEEM' AND clearing_fee > 0
-      UNION ALL
-      SELECT b.id, b.partner_id, b.partner_id, CAST(:operator AS uuid), 'ISSUANCE', b.points,
-             card.issue_price, 0
-      FROM booked b CROSS JOIN LATERAL (
-        SELECT issue_price FROM rate_cards WHERE partner_id = b.partner_id
-          AND effective_from <= b.occurred_at ORDER BY effective_from DESC LIMIT 1) card
-      WHERE b.funding_model = 'ISSUANCE' AND b.code = 'EARN'
-      UNION ALL
-      SELECT b.id, NULL, CAST(:operator AS uuid), b.partner_id, 'REDEMPTION', b.points, card.redeem_price, 0
-      FROM booked b CROSS JOIN LATERAL (
-        SELECT redeem_price FROM rate_cards WHERE partner_id = b.partner_id
-          AND effective_from <= b.created_at ORDER BY effective_from DESC LIMIT 1) card
-      WHERE b.funding_model = 'ISSUANCE' AND b.code = 'REDEEM'
-      UNION ALL
-      SELECT b.id, b.partner_id,
-             CASE WHEN b.debit_account_id = CAST(:adjustment AS uuid) THEN CAST(:operator AS uuid) ELSE b.partner_id END,
-             CASE WHEN b.debit_account_id = CAST(:adjustment AS uuid) THEN b.partner_id ELSE CAST(:operator AS uuid) END,
-             'ADJUSTMENT', b.points, b.point_value, 0
-      FROM booked b
-      WHERE b.code = 'ADJUSTMENT' AND b.metadata_ ? 'reconciliation_break_id'
-      UNION ALL
-      SELECT r.id, o.issuer_id, o.creditor_id, o.debtor_id, o.kind || '_REVERSAL',
-             part.points, o.unit_price, before.points
-      FROM booked r
-      JOIN obligations o ON o.transfer_id = r.reversal_of_id
-        AND o.kind IN ('REDEMPTION', 'CLEARING_FEE', 'ISSUANCE')
-      CROSS JOIN LATERAL (
-        SELECT CASE WHEN o.kind = 'ISSUANCE' OR o.issuer_id IS NULL THEN r.points
-               ELSE (SELECT COALESCE(-sum(c.points), 0) FROM consumptions c
-                     WHERE c.transfer_id = r.id AND c.kind = 'RESTORE'
-                       AND c.issuer_partner_id = o.issuer_id) END AS points) part
-      CROSS JOIN LATERAL (
-        SELECT COALESCE(sum(x.points), 0) AS points
-        FROM transfers e JOIN obligations x ON x.transfer_id = e.id
-        WHERE e.reversal_of_id = r.reversal_of_id AND e.id <> r.id
-          AND x.kind = o.kind || '_REVERSAL' AND x.debtor_id = o.creditor_id
-          AND x.creditor_id = o.debtor_id
-          AND x.issuer_id IS NOT DISTINCT FROM o.issuer_id) before
-      WHERE r.code = 'REVERSAL'
-    )
-    INSERT INTO obligations (id, period_id, transfer_id, issuer_id, debtor_id, creditor_id,
-                             kind, points, unit_price, amount, created_at)
-    SELECT uuid7(), (SELECT id FROM settlement_periods WHERE status = 'OPEN'), f.transfer_id,
-           f.issuer, f.debtor, f.creditor, f.kind, f.points, f.unit_price,
-           round_half_even((f.before + f.points) * f.unit_price * b.scale)
-             - round_half_even(f.before * f.unit_price * b.scale),
-           b.created_at
-    FROM fresh f JOIN booked b ON b.id = f.transfer_id
-    WHERE f.points > 0
-    """
-)
-
-
-async def take_period_lock(conn: AsyncConnection) -> None:
-    await conn.execute(text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": PERIOD_LOCK})
-
-
-async def book_obligations(conn: AsyncConnection, transfer_ids: Sequence[uuid.UUID]) -> None:
-    await conn.execute(
-        _BOOK,
-        {
-            "ids": list(transfer_ids),
-            "operator": OPERATOR_PARTY,
-            "adjustment": OPERATOR_ADJUSTMENT_ACCOUNT,
-        },
-    )
-
-
-def register() -> None:
-    events.on_begin(take_period_lock)
-    events.on_booked(book_obligations)

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from db.ids import OPERATOR_PARTY
 from ledger.accounts import OPERATOR_ADJUSTMENT_ACCOUNT
 from settlement import queries
-from settlement.booking import TERMS_AT
+from settlement.booking_sql import TERMS_AT
 from settlement.periods import require_period
 
 MAX_DIFFERENCES = 1000

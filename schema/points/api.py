@@ -157,34 +157,18 @@ class PointsMutations:
         extensions=requires("earnPoints", Scope.POINTS_EARN),
     )
     async def earn_points(self, info: Info, input: EarnPointsInput) -> EarnPointsPayload:
-        caller = info.context.caller
-        try:
-            member = input.member.to_domain()
-            async with info.context.read() as conn:
-                replayed = await ops.replay_earn(
-                    conn,
-                    caller,
-                    member=member,
-                    amount=input.amount,
-                    reference=input.reference,
-                    occurred_at=input.occurred_at,
-                    idempotency_key=input.idempotency_key,
-                )
-        except DomainError as exc:
-            return EarnPointsPayload(points=0, explanation=[], errors=_errors(exc))
-
         async def work(conn: AsyncConnection) -> ops.EarnOutcome:
             return await ops.earn_points(
                 conn,
-                caller,
-                member=member,
+                info.context.caller,
+                member=input.member.to_domain(),
                 amount=input.amount,
                 reference=input.reference,
                 occurred_at=input.occurred_at,
                 idempotency_key=input.idempotency_key,
             )
 
-        result = replayed if replayed is not None else await in_transaction(info, work)
+        result = await in_transaction(info, work, autocommit=True)
         if isinstance(result, DomainError):
             return EarnPointsPayload(points=0, explanation=[], errors=_errors(result))
         if result.transfer is not None:
