@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import orjson
 from cross_web import HTTPException
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
@@ -23,6 +24,9 @@ class CoalitionGraphQL(GraphQL[Context, None]):
             schema, graphql_ide="graphiql" if graphiql else None, allow_queries_via_get=False
         )
         self.engine = engine
+
+    def encode_json(self, data: object) -> bytes:
+        return orjson.dumps(data)
 
     def decode_json(self, data: str | bytes) -> object:
         """Strawberry expects an object (or a batch list) and crashes with a 500 on a JSON

@@ -53,6 +53,23 @@ TRANSFER_COLUMNS = (
     "id, code, points, member_id, partner_id, client_id, reference, reversal_of_id, amount,"
     " metadata_ AS metadata, occurred_at, created_at"
 )
+_TRANSFER_FIELDS = [
+    "id", "code", "points", "member_id", "partner_id", "client_id", "reference",
+    "reversal_of_id", "amount", "metadata", "occurred_at", "created_at",
+]  # fmt: skip
+
+
+def prefixed_transfer_columns(table: str, prefix: str) -> str:
+    """The transfer's columns from `table`, named `prefix` + field, to join into a larger read."""
+    return ", ".join(
+        f"{table}.{'metadata_' if f == 'metadata' else f} AS {prefix}{f}" for f in _TRANSFER_FIELDS
+    )
+
+
+def prefixed_transfer(row: Any, prefix: str) -> TransferRecord | None:
+    """The transfer read with `prefixed_transfer_columns`, or None when the join found none."""
+    values = {f: getattr(row, prefix + f) for f in _TRANSFER_FIELDS}
+    return TransferRecord(**values) if values["id"] is not None else None
 
 
 async def balance(conn: AsyncConnection, member_id: uuid.UUID) -> BalanceRecord:

@@ -20,7 +20,7 @@ from db.ids import new_id
 from ledger import idempotency, postings
 from ledger.earn_once import EarnToBook, KeyTaken, book_earn_once
 from ledger.errors import DomainError, ErrorCode
-from ledger.queries import TransferRecord
+from ledger.queries import TransferRecord, prefixed_transfer, prefixed_transfer_columns
 from members.service import MemberRef, check_ref, lookup_params, partner_lookup_sql, resolve
 from partners.caller import Caller
 from partners.earning import Purchase, compute_earn
@@ -108,7 +108,7 @@ class EarnOutcome:
     points: int
     lines: list[dict[str, Any]]
     replayed: bool = False
-    # The booked transfer as stored (not part of the idempotent result; None on replay).
+    # The booked transfer as stored (not part of the idempotent result).
     transfer: TransferRecord | None = None
 
 
@@ -138,10 +138,13 @@ def earn_request(
 
 # One read before the write: the stored key, the earn context and the member (binds :client,
 # :key, :p, :at and the member lookup's :ref, :phone, :mid).
+# On a replay it also returns the booked transfer, which the payload shows.
 _EARN_PREFLIGHT = text(
     f"SELECT {EARN_CONTEXT_COLUMNS}, {idempotency.KEY_COLUMNS},"
-    f" {partner_lookup_sql('p.id')} AS member_id"
-    f" FROM {EARN_CONTEXT_FROM} {idempotency.KEY_JOIN} WHERE {EARN_CONTEXT_WHERE}"
+    f" {partner_lookup_sql('p.id')} AS member_id, {prefixed_transfer_columns('t', 'stored_')}"
+    f" FROM {EARN_CONTEXT_FROM} {idempotency.KEY_JOIN}"
+    " LEFT JOIN transfers t ON t.id = CAST(k.result ->> 'transfer_id' AS uuid)"
+    f" WHERE {EARN_CONTEXT_WHERE}"
 )
 # The coalition's phone region as last read: national numbers are normalised with it before
 # the preflight read, which returns the region in force and so catches a change.
@@ -192,7 +195,7 @@ async def earn_points(
         row.key_operation, row.key_hash, row.key_result, "earnPoints", digest
     )
     if stored is not None:
-        return EarnOutcome(**stored, replayed=True)
+        return EarnOutcome(**stored, replayed=True, transfer=prefixed_transfer(row, "stored_"))
     context = earn_context_of(row)
     if (
         not amount.is_finite()
