@@ -21,7 +21,14 @@ from ledger import idempotency, postings
 from ledger.earn_once import EarnToBook, KeyTaken, book_earn_once
 from ledger.errors import DomainError, ErrorCode
 from ledger.queries import TransferRecord, prefixed_transfer, prefixed_transfer_columns
-from members.service import MemberRef, check_ref, lookup_params, partner_lookup_sql, resolve
+from members.service import (
+    CheckedRef,
+    MemberRef,
+    check_ref,
+    lookup_params,
+    partner_lookup_sql,
+    resolve,
+)
 from partners.caller import Caller
 from partners.earning import Purchase, compute_earn
 from partners.service import (
@@ -151,11 +158,23 @@ _EARN_PREFLIGHT = text(
 _region_seen: str | None = None
 
 
-async def _phone_region(conn: AsyncConnection, member: MemberRef) -> str:
+async def _checked_ref(
+    conn: AsyncConnection, caller: Caller, member: MemberRef
+) -> tuple[CheckedRef, str | None]:
+    """The reference checked, with the region its phone was read in (None without a phone)."""
     global _region_seen
-    if member.phone is not None and _region_seen is None:
+    if member.phone is None:
+        return check_ref(caller, member, "ZZ"), None
+    if _region_seen is None:
         _region_seen = (await load_settings(conn)).default_region
-    return _region_seen or "ZZ"
+    try:
+        return check_ref(caller, member, _region_seen), _region_seen
+    except DomainError:
+        actual = (await load_settings(conn)).default_region
+        if actual == _region_seen:
+            raise
+        _region_seen = actual  # the region changed: the number may be valid there
+        return check_ref(caller, member, actual), actual
 
 
 async def earn_points(
@@ -177,8 +196,7 @@ async def earn_points(
     digest = idempotency.request_hash(
         "earnPoints", earn_request(member, amount, reference, occurred_at)
     )
-    region = await _phone_region(conn, member)
-    checked = check_ref(caller, member, region)
+    checked, region = await _checked_ref(conn, caller, member)
     row = (
         await conn.execute(
             _EARN_PREFLIGHT,
@@ -222,7 +240,7 @@ async def earn_points(
             ["occurredAt"],
         )
     member_id: uuid.UUID | None = row.member_id
-    if context.default_region != region:  # the region changed: look the member up again
+    if region is not None and context.default_region != region:  # changed since: look again
         _region_seen = context.default_region
         member_id = await resolve(conn, caller, member, region=context.default_region)
     if member_id is None:
