@@ -22,11 +22,11 @@ from ledger.earn_once import EarnToBook, KeyTaken, book_earn_once
 from ledger.errors import DomainError, ErrorCode
 from ledger.queries import TransferRecord, prefixed_transfer, prefixed_transfer_columns
 from members.service import (
-    CheckedRef,
     MemberRef,
-    check_ref,
+    check_ref_in_region,
     lookup_params,
     partner_lookup_sql,
+    region_in_force,
     resolve,
 )
 from partners.caller import Caller
@@ -153,28 +153,6 @@ _EARN_PREFLIGHT = text(
     " LEFT JOIN transfers t ON t.id = CAST(k.result ->> 'transfer_id' AS uuid)"
     f" WHERE {EARN_CONTEXT_WHERE}"
 )
-# The coalition's phone region as last read: national numbers are normalised with it before
-# the preflight read, which returns the region in force and so catches a change.
-_region_seen: str | None = None
-
-
-async def _checked_ref(
-    conn: AsyncConnection, caller: Caller, member: MemberRef
-) -> tuple[CheckedRef, str | None]:
-    """The reference checked, with the region its phone was read in (None without a phone)."""
-    global _region_seen
-    if member.phone is None:
-        return check_ref(caller, member, "ZZ"), None
-    if _region_seen is None:
-        _region_seen = (await load_settings(conn)).default_region
-    try:
-        return check_ref(caller, member, _region_seen), _region_seen
-    except DomainError:
-        actual = (await load_settings(conn)).default_region
-        if actual == _region_seen:
-            raise
-        _region_seen = actual  # the region changed: the number may be valid there
-        return check_ref(caller, member, actual), actual
 
 
 async def earn_points(
@@ -190,13 +168,12 @@ async def earn_points(
     """An earn in two statements on an autocommit connection: one read (a replay ends
     there), then `ledger_book_earn`, which stores the key, the posting and its obligations
     atomically."""
-    global _region_seen
     partner_id = _partner_of(caller, "earnPoints")
     check_earn_before_key(reference, idempotency_key, occurred_at)
     digest = idempotency.request_hash(
         "earnPoints", earn_request(member, amount, reference, occurred_at)
     )
-    checked, region = await _checked_ref(conn, caller, member)
+    checked, read_in = await check_ref_in_region(conn, caller, member)
     row = (
         await conn.execute(
             _EARN_PREFLIGHT,
@@ -240,9 +217,8 @@ async def earn_points(
             ["occurredAt"],
         )
     member_id: uuid.UUID | None = row.member_id
-    if region is not None and context.default_region != region:  # changed since: look again
-        _region_seen = context.default_region
-        member_id = await resolve(conn, caller, member, region=context.default_region)
+    if not region_in_force(read_in, context.default_region):  # it changed: look again
+        member_id = await resolve(conn, caller, member)
     if member_id is None:
         raise DomainError(ErrorCode.MEMBER_NOT_FOUND, "no such member", ["member"])
     result = compute_earn(Purchase(amount=amount), context.card)

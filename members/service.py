@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -115,18 +115,6 @@ async def _join(
         ) from exc
 
 
-_BY_REF = text("SELECT member_id FROM memberships WHERE partner_id = :p AND partner_ref = :r")
-_BY_PHONE = text("SELECT id FROM members WHERE phone = :phone")
-_BY_PHONE_AT_PARTNER = text(
-    "SELECT m.id FROM members m JOIN memberships ms ON ms.member_id = m.id"
-    " AND ms.partner_id = :p WHERE m.phone = :phone"
-)
-_BY_ID = text("SELECT id FROM members WHERE id = :m")
-_BY_ID_AT_PARTNER = text(
-    "SELECT member_id FROM memberships WHERE member_id = :m AND partner_id = :p"
-)
-
-
 @dataclass(frozen=True)
 class CheckedRef:
     """A member reference ready for a lookup: exactly one field set, the phone in E.164."""
@@ -153,6 +141,40 @@ def check_ref(caller: Caller, ref: MemberRef, region: str) -> CheckedRef:
     return CheckedRef(ref.id, phone, ref.partner_ref)
 
 
+# The coalition's phone region as last read. National numbers are normalised with it before
+# the lookup, which reads the region in force in the same statement and so catches a change.
+_region_seen: str | None = None
+
+
+async def check_ref_in_region(
+    conn: AsyncConnection, caller: Caller, ref: MemberRef
+) -> tuple[CheckedRef, str | None]:
+    """The reference checked, with the region its phone was read in (None without a phone)."""
+    global _region_seen
+    if ref.phone is None:
+        return check_ref(caller, ref, "ZZ"), None
+    if _region_seen is None:
+        _region_seen = (await load_settings(conn)).default_region
+    try:
+        return check_ref(caller, ref, _region_seen), _region_seen
+    except DomainError:
+        actual = (await load_settings(conn)).default_region
+        if actual == _region_seen:
+            raise
+        _region_seen = actual  # the region changed: the number may be valid there
+        return check_ref(caller, ref, actual), actual
+
+
+def region_in_force(read_in: str | None, in_force: str) -> bool:
+    """After a lookup: True when the phone (if any) was read in the region in force; else the
+    region is remembered and the caller must look again."""
+    global _region_seen
+    if read_in is None or read_in == in_force:
+        return True
+    _region_seen = in_force
+    return False
+
+
 # A partner's lookup as one SQL expression (binds :ref, :phone, :mid; NULL for unused ones),
 # to embed in a larger read: the member id, or NULL when the partner cannot see the member.
 def partner_lookup_sql(partner: str) -> str:
@@ -167,39 +189,54 @@ def partner_lookup_sql(partner: str) -> str:
     )
 
 
+# The operator sees every member (and has no partnerRefs).
+_OPERATOR_LOOKUP = (
+    "COALESCE((SELECT id FROM members WHERE phone = CAST(:phone AS text)),"
+    " (SELECT id FROM members WHERE id = CAST(:mid AS uuid)))"
+)
+
+
 def lookup_params(checked: CheckedRef) -> dict[str, object]:
     return {"ref": checked.partner_ref, "phone": checked.phone, "mid": checked.id}
 
 
-async def resolve(
-    conn: AsyncConnection, caller: Caller, ref: MemberRef, *, region: str | None = None
-) -> uuid.UUID:
+def _find_sql(lookup: str) -> TextClause:
+    return text(
+        "SELECT m.id, m.phone, m.created_at, ms.partner_ref, s.default_region"
+        " FROM coalition_settings s"
+        f" LEFT JOIN members m ON m.id = {lookup}"
+        " LEFT JOIN memberships ms ON ms.member_id = m.id AND ms.partner_id = CAST(:p AS uuid)"
+        " WHERE s.id = 1"
+    )
+
+
+_FIND_AT_PARTNER = _find_sql(partner_lookup_sql("CAST(:p AS uuid)"))
+_FIND_ANY = _find_sql(_OPERATOR_LOOKUP)
+
+
+async def find_member(conn: AsyncConnection, caller: Caller, ref: MemberRef) -> MemberRecord:
     """The member a reference names, if the caller may see it; else MEMBER_NOT_FOUND.
 
-    One round trip: a partner's lookup joins its memberships, so visibility is the lookup.
-    `region` (the coalition's default phone region) saves a settings read when known.
+    One round trip: a partner's lookup joins its memberships, so visibility is the lookup,
+    and the coalition's phone region comes with it.
     """
-    if ref.phone is not None and region is None:
-        region = (await load_settings(conn)).default_region
-    checked = check_ref(caller, ref, region or "ZZ")
-    partner = caller.partner_id
-    if checked.partner_ref is not None:
-        member_id = await conn.scalar(_BY_REF, {"p": partner, "r": checked.partner_ref})
-    elif checked.phone is not None:
-        if caller.is_operator:
-            member_id = await conn.scalar(_BY_PHONE, {"phone": checked.phone})
-        else:
-            member_id = await conn.scalar(
-                _BY_PHONE_AT_PARTNER, {"phone": checked.phone, "p": partner}
-            )
-    elif caller.is_operator:
-        member_id = await conn.scalar(_BY_ID, {"m": checked.id})
-    else:
-        member_id = await conn.scalar(_BY_ID_AT_PARTNER, {"m": checked.id, "p": partner})
-    if member_id is None:
+    checked, read_in = await check_ref_in_region(conn, caller, ref)
+    row = (
+        await conn.execute(
+            _FIND_ANY if caller.is_operator else _FIND_AT_PARTNER,
+            {"p": caller.partner_id, **lookup_params(checked)},
+        )
+    ).one()
+    if not region_in_force(read_in, row.default_region):
+        return await find_member(conn, caller, ref)
+    if row.id is None:
         raise DomainError(ErrorCode.MEMBER_NOT_FOUND, "no such member", ["member"])
-    assert isinstance(member_id, uuid.UUID)
-    return member_id
+    return MemberRecord(row.id, row.phone, row.created_at, row.partner_ref)
+
+
+async def resolve(conn: AsyncConnection, caller: Caller, ref: MemberRef) -> uuid.UUID:
+    """The id of the member a reference names, if the caller may see it (`find_member`)."""
+    return (await find_member(conn, caller, ref)).id
 
 
 async def get_members(

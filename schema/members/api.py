@@ -6,7 +6,7 @@ import strawberry
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ledger.errors import DomainError
-from members.service import enroll, get_member, resolve
+from members.service import enroll, find_member
 from partners.caller import Scope
 from schema.context import Info
 from schema.errors import UserError, query_error
@@ -38,13 +38,12 @@ class MemberQueries:
         caller = info.context.caller
         try:
             async with info.context.read() as conn:
-                member_id = await resolve(conn, caller, ref.to_domain())
-                found = await get_member(conn, caller, member_id)
+                found = await find_member(conn, caller, ref.to_domain())
         except DomainError as exc:
             if exc.code == "MEMBER_NOT_FOUND":
                 return None
             raise query_error(exc) from exc
-        return Member.of(found, caller) if found else None
+        return Member.of(found, caller)
 
 
 @strawberry.type

@@ -626,18 +626,24 @@ async def test_reversing_an_earn_whose_points_expired_takes_them_from_breakage(
 async def test_earn_by_national_number_when_the_remembered_region_is_stale(
     engine: AsyncEngine, server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The single earn normalises phones with the region it last read; a stale one (the
+    """Lookups normalise phones with the region it last read; a stale one (the
     operator changed it since) must not refuse or misfile a number valid in the real one."""
-    import members.points
+    import members.service
 
     shop = await make_shop(engine, server)
     phone = unique_phone()  # +7912..., written nationally in Russia as 8912...
     shop.enroll(phone)
-    monkeypatch.setattr(members.points, "_region_seen", "US")  # 8912... is no US number
+    monkeypatch.setattr(members.service, "_region_seen", "US")  # 8912... is no US number
     result = shop.earn_ok({"phone": "8" + phone[2:]}, "40")
     assert result["points"] == 40
     assert shop.balance({"phone": phone})["available"] == 40
-    assert members.points._region_seen == "RU"
+    assert members.service._region_seen == "RU"
+    monkeypatch.setattr(members.service, "_region_seen", "US")  # and for a plain lookup
+    found = shop.api.data(
+        "query($r: MemberRef!) { member(ref: $r) { balance { available } } }",
+        {"r": {"phone": "8" + phone[2:]}},
+    )["member"]
+    assert found == {"balance": {"available": 40}}
     # A number that is invalid in the region in force is still refused, and books nothing.
     assert user_errors(shop.earn({"phone": "8123"}, "40")) == ["INVALID_PHONE"]
     assert shop.balance({"phone": phone})["available"] == 40
