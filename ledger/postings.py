@@ -596,7 +596,68 @@ async def _reverse_redemption(
     restored = -sum(int(r.points) for r in rows)
     if restored != wanted:  # consumptions always cover the unreversed part
         raise RuntimeError(f"restored {restored} of {wanted} points")
+    await _repay_debts_from_lots(post, original.member_id, wanted, client_id)
     return reversal
+
+
+async def _repay_debts_from_lots(
+    post: Posting, member_id: uuid.UUID, limit: int, client_id: str | None
+) -> None:
+    """A member who owes points repays from points given back (a refund) before they become
+    spendable, as from an earn: up to `limit`, oldest debt first, earliest-expiring lots first.
+    Points that back active holds stay (as an earn reversal leaves them), and points given
+    back into lots that have expired cannot repay anything."""
+    usable = await post.conn.scalar(
+        text(
+            "SELECT COALESCE((SELECT sum(remaining) FROM lots WHERE member_id = :m"
+            "  AND remaining > 0 AND expires_at > now()), 0)"
+            " - COALESCE((SELECT sum(points) FROM holds WHERE member_id = :m"
+            "  AND status = 'ACTIVE' AND expires_at > now()), 0)"
+        ),
+        {"m": member_id},
+    )
+    limit = min(limit, max(0, int(usable or 0)))
+    if limit == 0:
+        return
+    debts = (
+        await post.conn.execute(
+            text(
+                "SELECT id, creditor_partner_id, remaining FROM debts"
+                " WHERE member_id = :m AND remaining > 0 ORDER BY created_at, id"
+            ),
+            {"m": member_id},
+        )
+    ).all()
+    left = limit
+    for debt in debts:
+        repay = min(left, int(debt.remaining))
+        if repay <= 0:
+            break
+        left -= repay
+        repayment = await post.transfer(
+            TransferCode.DEBT_REPAYMENT,
+            debit=wallet(member_id),
+            credit=account_id(AccountCode.MEMBER_DEBT, member_id),
+            points=repay,
+            partner_id=debt.creditor_partner_id,
+            client_id=client_id,
+            metadata={"debt_id": str(debt.id)},
+        )
+        taken = await _consume(
+            post.conn,
+            repayment,
+            member_id,
+            repay,
+            kind="DEBT_REPAYMENT",
+            redeemer=debt.creditor_partner_id,
+            only_available=False,
+        )
+        if taken != repay:  # `limit` is at most what the unexpired lots hold
+            raise RuntimeError(f"repaid {taken} of {repay} points of debt {debt.id}")
+        await post.conn.execute(
+            text("UPDATE debts SET remaining = remaining - :p WHERE id = :d"),
+            {"p": repay, "d": debt.id},
+        )
 
 
 async def hold(

@@ -366,6 +366,31 @@ async def test_reversing_a_spent_earn_claws_back_then_records_debt(
     assert user_errors(cinema.redeem(ref, 6)) == ["INSUFFICIENT_POINTS"]
 
 
+async def test_a_refund_repays_the_members_debt_before_it_is_spendable(
+    engine: AsyncEngine, server: str
+) -> None:
+    grocer = await make_shop(engine, server)
+    cinema = await make_shop(engine, server)
+    phone = unique_phone()
+    ref = {"phone": phone}
+    for shop in (grocer, cinema):
+        shop.enroll(phone)
+    earn = grocer.earn_ok(ref, "100")["transfer"]
+    burnt = cinema.redeem(ref, 40)
+    assert burnt["errors"] == [], burnt
+    # The earn is reversed after 40 of its points were spent: 60 back, 40 owed.
+    assert grocer.reverse(earn["id"])["member"]["balance"]["debt"] == 40
+    # The cinema refunds the 40: they pay the debt instead of becoming spendable again.
+    refund = cinema.reverse(burnt["transfer"]["id"])
+    assert refund["errors"] == [], refund
+    assert refund["member"]["balance"] == {"available": 0, "pending": 0, "held": 0, "debt": 0}
+    history = grocer.api.data(
+        "query($r: MemberRef!) { member(ref: $r) { transfers(first: 10) { nodes { code points } } } }",
+        {"r": ref},
+    )["member"]["transfers"]["nodes"]
+    assert {"code": "DEBT_REPAYMENT", "points": 40} in history
+
+
 # ---- holds ----------------------------------------------------------------------------------
 
 

@@ -120,6 +120,7 @@ class Model:
     reversed: dict[uuid.UUID, int] = field(default_factory=lambda: defaultdict(int))
     holds: dict[uuid.UUID, Hold] = field(default_factory=dict)
     debts: list[int] = field(default_factory=list)
+    reversed_points_last: int = 0
 
     def live(self) -> list[Lot]:
         """Unexpired lots with points, earliest expiry first."""
@@ -166,8 +167,27 @@ class Model:
         self.points[transfer_id] = points
         self.owner[transfer_id] = partner
 
+    def repay_from_refund(self, limit: int) -> None:
+        """Debts are repaid from a refund before it is spendable (not from points that back
+        holds), oldest debt first, from the earliest-expiring unexpired lots."""
+        total = sum(x.remaining for x in self.live())
+        left = min(limit, max(0, total - self.held()))
+        for i, debt in enumerate(self.debts):
+            repay = min(debt, left)
+            if not repay:
+                continue
+            event("refund: repays debt")
+            self.debts[i] -= repay
+            left -= repay
+            for lot in self.live():
+                take = min(repay, lot.remaining)
+                lot.remaining -= take
+                repay -= take
+            assert repay == 0
+
     def reverse(self, transfer_id: uuid.UUID, points: int) -> None:
         self.reversed[transfer_id] += points
+        self.reversed_points_last = points
         if transfer_id in self.redeemed:  # back into the lots, latest expiry first
             net = self.redeemed[transfer_id]
             for lot_id in sorted(net, key=lambda i: self.lots[i].order, reverse=True):
@@ -177,6 +197,7 @@ class Model:
                 points -= back
             assert points == 0
             event("redemption reversed")
+            self.repay_from_refund(self.reversed_points_last)
             return
         own = self.lots[self.earn_lots[transfer_id]]
         margin = max(0, self.available() - self.held())  # points not backing holds
