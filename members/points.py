@@ -21,6 +21,7 @@ from ledger import idempotency, postings
 from ledger.earn_once import EarnToBook, KeyTaken, book_earn_once
 from ledger.errors import DomainError, ErrorCode
 from ledger.queries import TransferRecord, prefixed_transfer, prefixed_transfer_columns
+from ledger.redeem_once import RedeemToBook, book_redeem_once
 from members.service import (
     MemberRef,
     check_ref_in_region,
@@ -39,7 +40,7 @@ from partners.service import (
     earn_context_of,
     get_partner,
 )
-from partners.settings import load_settings
+from partners.settings import CoalitionSettings
 
 MAX_AMOUNT = Decimal("1000000000")
 MAX_POINTS = 10**12
@@ -285,6 +286,20 @@ class RedeemOutcome:
     points: int
     value: str  # Decimal, in currency units
     replayed: bool = False
+    transfer: TransferRecord | None = None  # as stored (not part of the idempotent result)
+
+
+# One read before the write: the stored key (and its transfer), the redeeming partner, the
+# coalition's settings and the member.
+_REDEEM_PREFLIGHT = text(
+    "SELECT p.name, p.accepts_redemption, s.currency, s.currency_exponent, s.point_value,"
+    " s.default_region, s.funding_model, s.clearing_fee,"
+    f" {idempotency.KEY_COLUMNS}, {partner_lookup_sql('p.id')} AS member_id,"
+    f" {prefixed_transfer_columns('t', 'stored_')}"
+    f" FROM coalition_settings s CROSS JOIN partners p {idempotency.KEY_JOIN}"
+    " LEFT JOIN transfers t ON t.id = CAST(k.result ->> 'transfer_id' AS uuid)"
+    " WHERE s.id = 1 AND p.id = :p"
+)
 
 
 async def redeem_points(
@@ -296,37 +311,85 @@ async def redeem_points(
     reference: str,
     idempotency_key: str,
 ) -> RedeemOutcome:
+    """A redemption in two statements on an autocommit connection, like `earn_points`."""
     partner_id = _partner_of(caller, "redeemPoints")
     _check_points(points)
     _check_reference(reference)
+    _check_key(idempotency_key)
     request = {"member": _ref_dict(member), "points": points, "reference": reference}
-    stored = await _replay_or_claim(conn, caller, idempotency_key, "redeemPoints", request)
-    if stored is not None:
-        return RedeemOutcome(**stored, replayed=True)
-    partner = await get_partner(conn, partner_id)
-    assert partner is not None
-    if not partner.accepts_redemption:
-        raise DomainError(
-            ErrorCode.REDEMPTION_NOT_ACCEPTED, f"{partner.name} does not accept points", []
+    digest = idempotency.request_hash("redeemPoints", request)
+    checked, read_in = await check_ref_in_region(conn, caller, member)
+    row = (
+        await conn.execute(
+            _REDEEM_PREFLIGHT,
+            {
+                "client": caller.client_id,
+                "key": idempotency_key,
+                "p": partner_id,
+                **lookup_params(checked),
+            },
         )
-    member_id = await resolve(conn, caller, member)
-    transfer_id = await postings.redeem(
-        conn,
+    ).one()
+    stored = idempotency.stored_result(
+        row.key_operation, row.key_hash, row.key_result, "redeemPoints", digest
+    )
+    if stored is not None:
+        return RedeemOutcome(**stored, replayed=True, transfer=prefixed_transfer(row, "stored_"))
+    if not row.accepts_redemption:
+        raise DomainError(
+            ErrorCode.REDEMPTION_NOT_ACCEPTED, f"{row.name} does not accept points", []
+        )
+    member_id: uuid.UUID | None = row.member_id
+    if not region_in_force(read_in, row.default_region):  # it changed: look again
+        member_id = await resolve(conn, caller, member)
+    if member_id is None:
+        raise DomainError(ErrorCode.MEMBER_NOT_FOUND, "no such member", ["member"])
+    settings = CoalitionSettings(
+        currency=row.currency,
+        currency_exponent=row.currency_exponent,
+        point_value=row.point_value,
+        default_region=row.default_region,
+        funding_model=row.funding_model,
+        clearing_fee=row.clearing_fee,
+    )
+    redeem = RedeemToBook(
         member_id=member_id,
         redeemer_id=partner_id,
         client_id=caller.client_id,
+        transfer_id=new_id(),
         points=points,
         reference=reference,
     )
-    settings = await load_settings(conn)
     outcome = RedeemOutcome(
         member_id=str(member_id),
-        transfer_id=str(transfer_id),
+        transfer_id=str(redeem.transfer_id),
         points=points,
         value=str(settings.money(points * settings.point_value)),
     )
-    await idempotency.complete(conn, caller.client_id, idempotency_key, _stored(outcome))
-    return outcome
+    booked = await book_redeem_once(
+        conn, redeem, key=idempotency_key, request_hash=digest, result=_stored(outcome)
+    )
+    if isinstance(booked, KeyTaken):  # a concurrent call with this key committed first
+        stored = idempotency.stored_result(
+            booked.operation, booked.request_hash, booked.result, "redeemPoints", digest
+        )
+        assert stored is not None
+        return RedeemOutcome(**stored, replayed=True)
+    transfer = TransferRecord(
+        id=redeem.transfer_id,
+        code=postings.TransferCode.REDEEM,
+        points=points,
+        member_id=member_id,
+        partner_id=partner_id,
+        client_id=caller.client_id,
+        reference=reference,
+        reversal_of_id=None,
+        amount=None,
+        metadata={},
+        occurred_at=booked,
+        created_at=booked,
+    )
+    return replace(outcome, transfer=transfer)
 
 
 @dataclass(frozen=True)

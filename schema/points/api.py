@@ -196,11 +196,13 @@ class PointsMutations:
                 idempotency_key=input.idempotency_key,
             )
 
-        result = await in_transaction(info, work)
+        result = await in_transaction(info, work, autocommit=True)
         if isinstance(result, DomainError):
             return RedeemPointsPayload(
                 transfer=None, points=0, value=None, member=None, errors=_errors(result)
             )
+        if result.transfer is not None:
+            info.context.transfers.prime(result.transfer.id, result.transfer)
         return RedeemPointsPayload(
             transfer=await _transfer(info, result.transfer_id),
             points=result.points,

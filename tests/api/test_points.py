@@ -232,7 +232,20 @@ async def test_redeem_across_brands_and_insufficient_points(
     assert burnt["member"]["balance"]["available"] == 180
     too_much = cinema.redeem({"partnerRef": "CIN-1"}, 181)
     assert user_errors(too_much) == ["INSUFFICIENT_POINTS"]
+    assert too_much["errors"][0]["message"] == "the member has 180 points available, 181 requested"
+    assert too_much["errors"][0]["field"] == ["points"]
     assert too_much["transfer"] is None
+    # The refused redemption kept nothing, not even its key: the same key books once covered.
+    retry = {"idempotency_key": "retry-after-refusal", "reference": "ORDER-9"}
+    assert user_errors(cinema.redeem({"partnerRef": "CIN-1"}, 181, **retry)) == [
+        "INSUFFICIENT_POINTS"
+    ]
+    retried = cinema.redeem({"partnerRef": "CIN-1"}, 180, **retry)
+    again = cinema.redeem({"partnerRef": "CIN-1"}, 180, **retry)
+    assert retried["errors"] == [] and again["errors"] == []
+    assert again["transfer"] == retried["transfer"]
+    assert cinema.balance({"phone": phone})["available"] == 0
+    cinema.earn_ok({"phone": phone}, "180")
     assert cinema.balance({"phone": phone})["available"] == 180
     for points in (0, -1):
         bad = cinema.redeem({"phone": phone}, points)
