@@ -79,11 +79,20 @@ class RedeemPointsInput:
 
 @strawberry.type
 class RedeemPointsPayload:
-    transfer: Transfer | None
     points: int
     value: Decimal | None = strawberry.field(description="Money value of the points burnt.")
-    member: Member | None
     errors: list[UserError]
+    transfer_id: strawberry.Private[str | None] = None
+    member_id: strawberry.Private[str | None] = None
+
+    # Loaded only when selected, as for earnPoints.
+    @strawberry.field
+    async def transfer(self, info: Info) -> Transfer | None:
+        return await _transfer(info, self.transfer_id)
+
+    @strawberry.field
+    async def member(self, info: Info) -> Member | None:
+        return await _member(info, self.member_id) if self.member_id else None
 
 
 @strawberry.input
@@ -198,17 +207,15 @@ class PointsMutations:
 
         result = await in_transaction(info, work, autocommit=True)
         if isinstance(result, DomainError):
-            return RedeemPointsPayload(
-                transfer=None, points=0, value=None, member=None, errors=_errors(result)
-            )
+            return RedeemPointsPayload(points=0, value=None, errors=_errors(result))
         if result.transfer is not None:
             info.context.transfers.prime(result.transfer.id, result.transfer)
         return RedeemPointsPayload(
-            transfer=await _transfer(info, result.transfer_id),
             points=result.points,
             value=Decimal(result.value),
-            member=await _member(info, result.member_id),
             errors=[],
+            transfer_id=result.transfer_id,
+            member_id=result.member_id,
         )
 
     @strawberry.mutation(
