@@ -54,7 +54,8 @@ async def book_earn_once(
     """Claim `key` with `result` and book `earn` (when it has points), atomically.
 
     Returns the transfer's created_at (None for a zero-point earn, which books only the key),
-    or KeyTaken. The connection must not be in a transaction: the statement is its own.
+    or KeyTaken. On an autocommit connection the statement is its own transaction; inside a
+    caller's transaction it is part of that one.
     """
     mark_write_sent()
     row = (

@@ -1,4 +1,6 @@
-"""Every write of the points currency. Only this module inserts transfers and changes lots.
+"""Every write of the points currency, in Python. The ledger's other writers follow the same
+rules: `bulk` (set-based earns) and the single earn and redemption as SQL functions
+(`earn_sql`, `redeem_sql`); nothing outside the ledger inserts transfers or changes lots.
 
 Each posting runs in the caller's transaction and starts by locking the member's row
 (`FOR NO KEY UPDATE`, which does not conflict with the KEY SHARE locks that foreign keys

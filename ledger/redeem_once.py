@@ -52,7 +52,8 @@ async def book_redeem_once(
     result: dict[str, Any],
 ) -> datetime | KeyTaken:
     """Claim `key` with `result` and book `redeem`, atomically: the transfer's created_at,
-    KeyTaken, or INSUFFICIENT_POINTS (then nothing is stored). Outside a transaction only."""
+    KeyTaken, or INSUFFICIENT_POINTS (then nothing is stored). The statement is atomic by
+    itself, or part of the caller's transaction when there is one."""
     mark_write_sent()
     try:
         row = (
