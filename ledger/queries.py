@@ -72,22 +72,23 @@ def prefixed_transfer(row: Any, prefix: str) -> TransferRecord | None:
     return TransferRecord(**values) if values["id"] is not None else None
 
 
-async def balance(conn: AsyncConnection, member_id: uuid.UUID) -> BalanceRecord:
-    row = (
-        await conn.execute(
-            text(
-                "SELECT"
-                " COALESCE((SELECT sum(remaining) FROM lots WHERE member_id = :m AND remaining > 0"
-                "   AND available_at <= now() AND expires_at > now()), 0) AS available,"
-                " COALESCE((SELECT sum(remaining) FROM lots WHERE member_id = :m AND remaining > 0"
-                "   AND available_at > now() AND expires_at > now()), 0) AS pending,"
-                " COALESCE((SELECT sum(points) FROM holds WHERE member_id = :m"
-                "   AND status = 'ACTIVE' AND expires_at > now()), 0) AS held,"
-                " COALESCE((SELECT sum(remaining) FROM debts WHERE member_id = :m), 0) AS debt"
-            ),
-            {"m": member_id},
-        )
-    ).one()
+def balance_columns(member: str) -> str:
+    """A member's balance as the columns available, pending, held and debt, for any read that
+    names the member by the SQL expression `member` (0 everywhere when it is NULL)."""
+    m = member
+    return (
+        f"COALESCE((SELECT sum(remaining) FROM lots WHERE member_id = {m} AND remaining > 0"
+        "   AND available_at <= now() AND expires_at > now()), 0) AS available,"
+        f" COALESCE((SELECT sum(remaining) FROM lots WHERE member_id = {m} AND remaining > 0"
+        "   AND available_at > now() AND expires_at > now()), 0) AS pending,"
+        f" COALESCE((SELECT sum(points) FROM holds WHERE member_id = {m}"
+        "   AND status = 'ACTIVE' AND expires_at > now()), 0) AS held,"
+        f" COALESCE((SELECT sum(remaining) FROM debts WHERE member_id = {m}), 0) AS debt"
+    )
+
+
+def balance_of(row: Any) -> BalanceRecord:
+    """The balance from a row holding `balance_columns`: held points are not available."""
     held = int(row.held)
     return BalanceRecord(
         available=max(0, int(row.available) - held),
@@ -95,6 +96,13 @@ async def balance(conn: AsyncConnection, member_id: uuid.UUID) -> BalanceRecord:
         held=held,
         debt=int(row.debt),
     )
+
+
+_BALANCE = text(f"SELECT {balance_columns('CAST(:m AS uuid)')}")
+
+
+async def balance(conn: AsyncConnection, member_id: uuid.UUID) -> BalanceRecord:
+    return balance_of((await conn.execute(_BALANCE, {"m": member_id})).one())
 
 
 async def expiring(conn: AsyncConnection, member_id: uuid.UUID, within_days: int) -> int:

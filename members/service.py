@@ -5,12 +5,14 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import TextClause, text
+from sqlalchemy import Row, TextClause, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.ids import new_id
+from ledger import queries
 from ledger.accounts import MEMBER_CODES, open_accounts
 from ledger.errors import DomainError, ErrorCode
 from members.phones import normalize_phone
@@ -200,18 +202,42 @@ def lookup_params(checked: CheckedRef) -> dict[str, object]:
     return {"ref": checked.partner_ref, "phone": checked.phone, "mid": checked.id}
 
 
-def _find_sql(lookup: str) -> TextClause:
+def _find_sql(lookup: str, extra_columns: str = "") -> TextClause:
     return text(
         "SELECT m.id, m.phone, m.created_at, ms.partner_ref, s.default_region"
-        " FROM coalition_settings s"
+        f"{extra_columns} FROM coalition_settings s"
         f" LEFT JOIN members m ON m.id = {lookup}"
         " LEFT JOIN memberships ms ON ms.member_id = m.id AND ms.partner_id = CAST(:p AS uuid)"
         " WHERE s.id = 1"
     )
 
 
-_FIND_AT_PARTNER = _find_sql(partner_lookup_sql("CAST(:p AS uuid)"))
-_FIND_ANY = _find_sql(_OPERATOR_LOOKUP)
+_WITH_BALANCE = ", " + queries.balance_columns("m.id")
+# (operator, partner) -> the lookup, without and with the member's balance.
+_FIND = {
+    False: _find_sql(partner_lookup_sql("CAST(:p AS uuid)")),
+    True: _find_sql(_OPERATOR_LOOKUP),
+}
+_FIND_WITH_BALANCE = {
+    False: _find_sql(partner_lookup_sql("CAST(:p AS uuid)"), _WITH_BALANCE),
+    True: _find_sql(_OPERATOR_LOOKUP, _WITH_BALANCE),
+}
+
+
+async def _find(
+    conn: AsyncConnection, caller: Caller, ref: MemberRef, statements: dict[bool, TextClause]
+) -> Row[Any]:
+    checked, read_in = await check_ref_in_region(conn, caller, ref)
+    row = (
+        await conn.execute(
+            statements[caller.is_operator], {"p": caller.partner_id, **lookup_params(checked)}
+        )
+    ).one()
+    if not region_in_force(read_in, row.default_region):
+        return await _find(conn, caller, ref, statements)
+    if row.id is None:
+        raise DomainError(ErrorCode.MEMBER_NOT_FOUND, "no such member", ["member"])
+    return row
 
 
 async def find_member(conn: AsyncConnection, caller: Caller, ref: MemberRef) -> MemberRecord:
@@ -220,18 +246,16 @@ async def find_member(conn: AsyncConnection, caller: Caller, ref: MemberRef) -> 
     One round trip: a partner's lookup joins its memberships, so visibility is the lookup,
     and the coalition's phone region comes with it.
     """
-    checked, read_in = await check_ref_in_region(conn, caller, ref)
-    row = (
-        await conn.execute(
-            _FIND_ANY if caller.is_operator else _FIND_AT_PARTNER,
-            {"p": caller.partner_id, **lookup_params(checked)},
-        )
-    ).one()
-    if not region_in_force(read_in, row.default_region):
-        return await find_member(conn, caller, ref)
-    if row.id is None:
-        raise DomainError(ErrorCode.MEMBER_NOT_FOUND, "no such member", ["member"])
+    row = await _find(conn, caller, ref, _FIND)
     return MemberRecord(row.id, row.phone, row.created_at, row.partner_ref)
+
+
+async def find_member_with_balance(
+    conn: AsyncConnection, caller: Caller, ref: MemberRef
+) -> tuple[MemberRecord, queries.BalanceRecord]:
+    """`find_member` and the member's balance, still in one round trip (a till's lookup)."""
+    row = await _find(conn, caller, ref, _FIND_WITH_BALANCE)
+    return MemberRecord(row.id, row.phone, row.created_at, row.partner_ref), queries.balance_of(row)
 
 
 async def resolve(conn: AsyncConnection, caller: Caller, ref: MemberRef) -> uuid.UUID:

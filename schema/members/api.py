@@ -6,7 +6,7 @@ import strawberry
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ledger.errors import DomainError
-from members.service import enroll, find_member
+from members.service import enroll, find_member, find_member_with_balance
 from partners.caller import Scope
 from schema.context import Info
 from schema.errors import UserError, query_error
@@ -14,6 +14,7 @@ from schema.members.inputs import MemberRef
 from schema.members.types import Member
 from schema.mutation import in_transaction
 from schema.permissions import requires
+from schema.selection import selects
 
 
 @strawberry.input
@@ -38,7 +39,11 @@ class MemberQueries:
         caller = info.context.caller
         try:
             async with info.context.read() as conn:
-                found = await find_member(conn, caller, ref.to_domain())
+                if selects(info, "balance"):  # the till's question: one round trip, not two
+                    found, balance = await find_member_with_balance(conn, caller, ref.to_domain())
+                    info.context.balances.prime(found.id, balance)
+                else:
+                    found = await find_member(conn, caller, ref.to_domain())
         except DomainError as exc:
             if exc.code == "MEMBER_NOT_FOUND":
                 return None

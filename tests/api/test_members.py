@@ -142,3 +142,60 @@ async def test_operator_enrolls_without_a_membership(
     assert shop.api.data(MEMBER, {"ref": {"phone": phone}})["member"] is None
     with_ref = payload(operator_api, ENROLL, {"phone": phone, "partnerRef": "OP-1"}, "enrollMember")
     assert user_errors(with_ref) == ["INVALID_INPUT"]
+
+
+BALANCE_SHAPES = {
+    "written out": """query($ref: MemberRef!) { member(ref: $ref) {
+      balance { available pending held debt } } }""",
+    "named fragment": """query($ref: MemberRef!) { member(ref: $ref) { ...Wallet } }
+      fragment Wallet on Member { id balance { available pending held debt } }""",
+    "inline fragment, aliased": """query($ref: MemberRef!) { member(ref: $ref) {
+      ... on Member { balance: balance { available pending held debt } } } }""",
+}
+
+
+async def test_member_balance_is_read_with_the_lookup(
+    engine: AsyncEngine, server: str, operator_api: Api
+) -> None:
+    """A till's `member { balance }` gets the same figures however it is written, and the
+    lookup with the balance is one statement (not a lookup, then a balance read)."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    shop = await make_shop(engine, server)
+    slow = await make_shop(engine, server, pending_days=7)
+    stranger = await make_shop(engine, server)
+    phone = unique_phone()
+    member = shop.enroll(phone)
+    slow.enroll(phone)
+    shop.earn_ok({"phone": phone}, "100")
+    slow.earn_ok({"phone": phone}, "40")
+    assert shop.hold({"phone": phone}, 30)["errors"] == []
+    expected = {"available": 70, "pending": 40, "held": 30, "debt": 0}
+
+    for shape, query in BALANCE_SHAPES.items():
+        for ref in ({"phone": phone}, {"id": member["id"]}):
+            found = shop.api.data(query, {"ref": ref})["member"]
+            assert found["balance"] == expected, (shape, ref)
+        by_operator = operator_api.data(query, {"ref": {"id": member["id"]}})["member"]
+        assert by_operator["balance"] == expected, shape
+        # A partner the member never joined sees nothing, balance or not.
+        assert stranger.api.data(query, {"ref": {"phone": phone}})["member"] is None, shape
+    plain = shop.api.data(
+        "query($r: MemberRef!) { member(ref: $r) { id } }", {"r": {"phone": phone}}
+    )
+    assert plain["member"]["id"] == member["id"]
+
+    seen: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        seen.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        found = shop.api.data(BALANCE_SHAPES["written out"], {"ref": {"phone": phone}})
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    assert found["member"]["balance"] == expected
+    reads = [s for s in seen if "members" in s or "lots" in s]
+    assert len(reads) == 1, reads
