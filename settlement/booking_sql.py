@@ -90,3 +90,12 @@ BOOK_OBLIGATIONS_V1 = f"""
     FROM fresh f JOIN booked b ON b.id = f.transfer_id
     WHERE f.points > 0
     """
+
+# True when the posting's transfers can book nothing: every one is an EARN while the
+# REDEMPTION model is in force (an earn owes something only under ISSUANCE). Most postings
+# are such earns, and running BOOK_OBLIGATIONS_V1 for them cost ~0.5 ms of CPU for no row.
+NOTHING_TO_BOOK_V1 = f"""
+    NOT EXISTS (
+      SELECT 1 FROM transfers t CROSS JOIN LATERAL ({TERMS_AT.format(at="t.created_at")}) terms
+      WHERE t.id = ANY(p_ids) AND (t.code <> 'EARN' OR terms.funding_model <> 'REDEMPTION'))
+    """
