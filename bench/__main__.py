@@ -13,7 +13,7 @@ from bench import ingest
 from bench.load import Figures, run_load
 from bench.setup import OUT
 
-console = Console(width=140)
+console = Console(width=160)
 
 
 def _by_prefix(results: list[Figures], prefix: str) -> Figures:
@@ -30,6 +30,8 @@ def report_load(results: list[Figures], connections: int) -> None:
         "requests",
         "HTTP errors",
         "GraphQL errors",
+        "server CPU ms/req",
+        "PostgreSQL CPU ms/req",
     ):
         table.add_column(column, justify="right" if column != "scenario" else "left")
     for r in results:
@@ -41,6 +43,8 @@ def report_load(results: list[Figures], connections: int) -> None:
             f"{r.requests:,}",
             str(r.http_errors),
             str(r.errors),
+            f"{r.server_cpu_ms:.2f}",
+            f"{r.postgres_cpu_ms:.2f}",
         )
     console.print(table)
     ceiling = _by_prefix(results, "1 ")

@@ -8,6 +8,7 @@ server, not the load generator.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
@@ -16,11 +17,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from bench.setup import BENCH_DATA, OUT, bench_database_url, seed
 from db.engine import create_engine
@@ -38,6 +41,42 @@ class Figures:
     requests: int
     http_errors: int
     errors: int
+    # CPU per request (ms): the server's processes, and PostgreSQL's. Scenario 5's two rows
+    # share one measurement over both request streams.
+    server_cpu_ms: float = 0.0
+    postgres_cpu_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    server: float  # seconds of CPU used so far by the server (supervisor and workers)
+    postgres: float  # and by every PostgreSQL process on the machine
+
+
+def _cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def cpu_sample(server_pid: int) -> CpuSample:
+    root = psutil.Process(server_pid)
+    server = _cpu_seconds(root) + sum(_cpu_seconds(p) for p in root.children(recursive=True))
+    postgres = 0.0
+    for process in psutil.process_iter(["name"]):
+        try:
+            if (process.info["name"] or "").startswith("postgres"):
+                postgres += _cpu_seconds(process)
+        except psutil.Error:
+            pass  # a backend that ended meanwhile: its CPU is lost from both samples
+    return CpuSample(server, postgres)
+
+
+def with_cpu(figures: list[Figures], before: CpuSample, after: CpuSample) -> list[Figures]:
+    """The figures with the CPU used between two samples, per request of them all."""
+    requests = sum(f.requests for f in figures) or 1
+    server = 1e3 * (after.server - before.server) / requests
+    postgres = 1e3 * (after.postgres - before.postgres) / requests
+    return [dataclasses.replace(f, server_cpu_ms=server, postgres_cpu_ms=postgres) for f in figures]
 
 
 def _free_port() -> int:
@@ -229,15 +268,27 @@ def run_load(*, workers: int, connections: int, seconds: int, members: int) -> l
                 extra_env=extra.get("env"),
             )
 
-        results = [figures("1 ceiling {__typename}", run("typename.lua"))]
-        results.append(figures("2 earn, 20 partners", run("earn.lua")))
-        results.append(figures("3 earn, hot issuer", run("earn.lua", env={"BENCH_HOT": "1"})))
-        results.append(figures("4 redeem", run("redeem.lua")))
-        earn_bg = wrk("earn.lua", base, connections=connections // 2, seconds=seconds, setup=setup)
-        reads = wrk("balance.lua", base, connections=connections // 2, seconds=seconds, setup=setup)
-        results.append(figures("5 balance reads under earn load", reads))
-        results.append(figures("5 (the earns meanwhile)", earn_bg))
-        results.append(figures("6 idempotent replays", run("replay.lua")))
+        def measured(*runs: tuple[str, Callable[[], subprocess.Popen[str]]]) -> list[Figures]:
+            """Run these wrk processes side by side, with the CPU they cost the machine."""
+            before = cpu_sample(server.pid)
+            started = [(name, start()) for name, start in runs]
+            done = [figures(name, process) for name, process in started]
+            return with_cpu(done, before, cpu_sample(server.pid))
+
+        half = connections // 2
+
+        def beside(script: str) -> Callable[[], subprocess.Popen[str]]:
+            return lambda: wrk(script, base, connections=half, seconds=seconds, setup=setup)
+
+        results = measured(("1 ceiling {__typename}", lambda: run("typename.lua")))
+        results += measured(("2 earn, 20 partners", lambda: run("earn.lua")))
+        results += measured(("3 earn, hot issuer", lambda: run("earn.lua", env={"BENCH_HOT": "1"})))
+        results += measured(("4 redeem", lambda: run("redeem.lua")))
+        results += measured(
+            ("5 balance reads under earn load", beside("balance.lua")),
+            ("5 (the earns meanwhile)", beside("earn.lua")),
+        )
+        results += measured(("6 idempotent replays", lambda: run("replay.lua")))
     finally:
         stop_server(server)
     return results
