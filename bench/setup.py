@@ -26,23 +26,35 @@ BENCH_DATA = ROOT / ".coalition-bench"
 PARTNER_SCOPES = ["members:read", "members:write", "points:earn", "points:redeem"]
 
 
-def bench_database_url(name: str = "coalition_bench") -> str:
-    """A fresh database: on DATABASE_URL's server when set, else in an embedded cluster."""
+def _admin_and_url(name: str) -> tuple[list[str], str]:
+    """psql on the maintenance database, and the URL of database `name`: on DATABASE_URL's
+    server when set, else in the benchmarks' own embedded cluster."""
     import pgserver
 
     psql = str(Path(pgserver.__file__).parent / "pginstall" / "bin" / "psql")
     server = os.environ.get("DATABASE_URL")
     if server:
         base = server.rsplit("/", 1)[0]
-        admin = [psql, f"{base}/postgres"]
         url = f"{base}/{name}".replace("postgresql://", "postgresql+asyncpg://", 1)
-    else:
-        socket_dir = embedded_socket_dir(BENCH_DATA / "pg")
-        admin = [psql, "-h", socket_dir, "-U", "postgres", "-d", "postgres"]
-        url = f"postgresql+asyncpg://postgres@/{name}?host={socket_dir}"
+        return [psql, f"{base}/postgres"], url
+    socket_dir = embedded_socket_dir(BENCH_DATA / "pg")
+    admin = [psql, "-h", socket_dir, "-U", "postgres", "-d", "postgres"]
+    return admin, f"postgresql+asyncpg://postgres@/{name}?host={socket_dir}"
+
+
+def bench_database_url(name: str = "coalition_bench") -> str:
+    """A fresh database (an earlier run's is dropped first)."""
+    admin, url = _admin_and_url(name)
     for sql in (f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"'):
         subprocess.run([*admin, "-qc", sql], check=True, capture_output=True)
     return url
+
+
+def drop_bench_database(name: str) -> None:
+    """Remove a benchmark's database (the tests of the harness clean up after themselves)."""
+    admin, _ = _admin_and_url(name)
+    sql = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+    subprocess.run([*admin, "-qc", sql], check=True, capture_output=True)
 
 
 @dataclass(frozen=True)
