@@ -99,3 +99,32 @@ NOTHING_TO_BOOK_V1 = f"""
       SELECT 1 FROM transfers t CROSS JOIN LATERAL ({TERMS_AT.format(at="t.created_at")}) terms
       WHERE t.id = ANY(p_ids) AND (t.code <> 'EARN' OR terms.funding_model <> 'REDEMPTION'))
     """
+
+
+# Past this many transfers (a bulk import) the statement is planned for the actual array;
+# below it the cached generic plan saves the ~2 ms of planning a single posting would pay.
+BULK_POSTING = 100
+
+
+def _dollar(sql: str) -> str:
+    assert "$sql$" not in sql
+    return f"$sql${sql}$sql$"
+
+
+def book_obligations_function_v1(guard: str | None = None) -> str:
+    """`settlement_book_obligations(p_ids)` running BOOK_OBLIGATIONS_V1, first returning at
+    once when `guard` (SQL over p_ids) holds. Frozen like the constants: migrations 0004
+    (no guard) and 0006 (NOTHING_TO_BOOK_V1) install what it returns."""
+    first = f"IF {guard} THEN RETURN; END IF;" if guard else ""
+    return f"""
+        CREATE OR REPLACE FUNCTION settlement_book_obligations(p_ids uuid[]) RETURNS void
+        LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $fn$
+        BEGIN
+          {first}
+          IF cardinality(p_ids) > {BULK_POSTING} THEN
+            EXECUTE {_dollar(BOOK_OBLIGATIONS_V1.replace("p_ids", "$1"))} USING p_ids;
+          ELSE
+            {BOOK_OBLIGATIONS_V1};
+          END IF;
+        END $fn$
+        """
