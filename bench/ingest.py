@@ -26,7 +26,7 @@ import psutil
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench.setup import OUT, bench_database_url, seed
+from bench.setup import OUT, bench_database_url, process_cpu_seconds, seed
 from db.engine import create_engine
 from db.ids import new_id
 from db.migrate import upgrade
@@ -145,7 +145,7 @@ class _Backends:
     NAME = "coalition_bench_ingest"
 
     def __init__(self) -> None:
-        self.start = {p.pid: self._cpu(p) for p in self._processes()}
+        self.start = {p.pid: process_cpu_seconds(p) for p in self._processes()}
 
     def _processes(self) -> list[psutil.Process]:
         found = []
@@ -155,16 +155,8 @@ class _Backends:
                 found.append(p)
         return found
 
-    @staticmethod
-    def _cpu(p: psutil.Process) -> float:
-        try:
-            times = p.cpu_times()
-        except psutil.Error:
-            return 0.0
-        return float(times.user + times.system)
-
     def cpu_seconds(self) -> float:
-        return sum(self._cpu(p) - self.start.get(p.pid, 0.0) for p in self._processes())
+        return sum(process_cpu_seconds(p) - self.start.get(p.pid, 0.0) for p in self._processes())
 
 
 async def _verify(engine: AsyncEngine, partner_id: object, client_id: str) -> tuple[int, ...]:

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import psutil
 
-from bench.setup import BENCH_DATA, OUT, bench_database_url, seed
+from bench.setup import BENCH_DATA, OUT, bench_database_url, process_cpu_seconds, seed
 from db.engine import create_engine
 from db.migrate import upgrade
 
@@ -53,21 +53,15 @@ class CpuSample:
     postgres: float  # and by every PostgreSQL process on the machine
 
 
-def _cpu_seconds(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
-
-
 def cpu_sample(server_pid: int) -> CpuSample:
     root = psutil.Process(server_pid)
-    server = _cpu_seconds(root) + sum(_cpu_seconds(p) for p in root.children(recursive=True))
-    postgres = 0.0
-    for process in psutil.process_iter(["name"]):
-        try:
-            if (process.info["name"] or "").startswith("postgres"):
-                postgres += _cpu_seconds(process)
-        except psutil.Error:
-            pass  # a backend that ended meanwhile: its CPU is lost from both samples
+    server = sum(map(process_cpu_seconds, [root, *root.children(recursive=True)]))
+    # A backend that ends between two samples takes its CPU with it (counted as 0).
+    postgres = sum(
+        process_cpu_seconds(p)
+        for p in psutil.process_iter(["name"])
+        if (p.info["name"] or "").startswith("postgres")
+    )
     return CpuSample(server, postgres)
 
 

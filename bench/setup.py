@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import psutil
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -42,19 +43,35 @@ def _admin_and_url(name: str) -> tuple[list[str], str]:
     return admin, f"postgresql+asyncpg://postgres@/{name}?host={socket_dir}"
 
 
-def bench_database_url(name: str = "coalition_bench") -> str:
-    """A fresh database (an earlier run's is dropped first)."""
+def _on_server(name: str, *statements: str) -> str:
+    """Run statements on the maintenance database; the URL of database `name`."""
     admin, url = _admin_and_url(name)
-    for sql in (f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"'):
+    for sql in statements:
         subprocess.run([*admin, "-qc", sql], check=True, capture_output=True)
     return url
 
 
+def _drop(name: str) -> str:
+    return f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+
+
+def bench_database_url(name: str = "coalition_bench") -> str:
+    """A fresh database (an earlier run's is dropped first)."""
+    return _on_server(name, _drop(name), f'CREATE DATABASE "{name}"')
+
+
 def drop_bench_database(name: str) -> None:
     """Remove a benchmark's database (the tests of the harness clean up after themselves)."""
-    admin, _ = _admin_and_url(name)
-    sql = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
-    subprocess.run([*admin, "-qc", sql], check=True, capture_output=True)
+    _on_server(name, _drop(name))
+
+
+def process_cpu_seconds(process: psutil.Process) -> float:
+    """CPU time a process has used so far (0 for one that has ended meanwhile)."""
+    try:
+        times = process.cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(times.user + times.system)
 
 
 @dataclass(frozen=True)
