@@ -212,16 +212,12 @@ def _find_sql(lookup: str, extra_columns: str = "") -> TextClause:
     )
 
 
+# caller.is_operator -> how it looks members up; the statements read them without and with
+# their balance.
+_LOOKUPS = {False: partner_lookup_sql("CAST(:p AS uuid)"), True: _OPERATOR_LOOKUP}
+_FIND = {op: _find_sql(lookup) for op, lookup in _LOOKUPS.items()}
 _WITH_BALANCE = ", " + queries.balance_columns("m.id")
-# (operator, partner) -> the lookup, without and with the member's balance.
-_FIND = {
-    False: _find_sql(partner_lookup_sql("CAST(:p AS uuid)")),
-    True: _find_sql(_OPERATOR_LOOKUP),
-}
-_FIND_WITH_BALANCE = {
-    False: _find_sql(partner_lookup_sql("CAST(:p AS uuid)"), _WITH_BALANCE),
-    True: _find_sql(_OPERATOR_LOOKUP, _WITH_BALANCE),
-}
+_FIND_WITH_BALANCE = {op: _find_sql(lookup, _WITH_BALANCE) for op, lookup in _LOOKUPS.items()}
 
 
 async def _find(
@@ -240,14 +236,17 @@ async def _find(
     return row
 
 
+def _record(row: Row[Any]) -> MemberRecord:
+    return MemberRecord(row.id, row.phone, row.created_at, row.partner_ref)
+
+
 async def find_member(conn: AsyncConnection, caller: Caller, ref: MemberRef) -> MemberRecord:
     """The member a reference names, if the caller may see it; else MEMBER_NOT_FOUND.
 
     One round trip: a partner's lookup joins its memberships, so visibility is the lookup,
     and the coalition's phone region comes with it.
     """
-    row = await _find(conn, caller, ref, _FIND)
-    return MemberRecord(row.id, row.phone, row.created_at, row.partner_ref)
+    return _record(await _find(conn, caller, ref, _FIND))
 
 
 async def find_member_with_balance(
@@ -255,7 +254,7 @@ async def find_member_with_balance(
 ) -> tuple[MemberRecord, queries.BalanceRecord]:
     """`find_member` and the member's balance, still in one round trip (a till's lookup)."""
     row = await _find(conn, caller, ref, _FIND_WITH_BALANCE)
-    return MemberRecord(row.id, row.phone, row.created_at, row.partner_ref), queries.balance_of(row)
+    return _record(row), queries.balance_of(row)
 
 
 async def resolve(conn: AsyncConnection, caller: Caller, ref: MemberRef) -> uuid.UUID:
