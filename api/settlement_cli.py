@@ -96,12 +96,20 @@ def close(
     cutoff: Annotated[
         datetime | None, typer.Option(help="ISO time with zone; default now.")
     ] = None,
+    period: Annotated[
+        str | None,
+        typer.Option(
+            help="The OPEN period you mean to close: a retried or parallel close of it is"
+            " refused (PERIOD_NOT_FOUND) instead of closing the next one."
+        ),
+    ] = None,
 ) -> None:
     """Close the OPEN period and compute obligations, positions and instructions."""
     from settlement.close import close_period
 
     async def work(conn: AsyncConnection) -> Any:
-        closed = await close_period(conn, cutoff)
+        expected = _period_id(period) if period is not None else None
+        closed = await close_period(conn, cutoff, expected)
         await audit.record(
             conn,
             audit.CLI_ACTOR,
@@ -112,8 +120,8 @@ def close(
         )
         return closed
 
-    period = _run(work)
-    console.print(f"closed period {period.id} at {period.cutoff} ({period.status})")
+    done = _run(work)
+    console.print(f"closed period {done.id} at {done.cutoff} ({done.status})")
 
 
 @app.command("statement")

@@ -14,10 +14,17 @@ Order of work, the same as a single earn's (key, period lock, member lock, write
    request (reported with its original transfer), else the row is IDEMPOTENCY_KEY_REUSED;
 3. `events.begin` (settlement's shared period lock);
 4. lock the members involved, in id order (`FOR NO KEY UPDATE`, as `postings.posting` does);
-5. members with outstanding debts (rare) get their rows booked one by one through
-   `postings.book_earn`, which repays debts from the new lot first; their stored results are
-   then pointed at the transfers `postings.book_earn` booked;
+5. members with outstanding debts (rare): their first rows, in order, go one by one through
+   `postings.book_earn`, which repays debts from the new lot first, until the debt is cleared
+   (usually one row); their stored results are then pointed at the transfers it booked. The
+   member's later rows have no debt left to repay: they are booked with everyone's in step 6,
+   under fresh ids made after the one-by-one postings', so the member's transfers and lots
+   stay in the order of the rows, as single earns would leave them;
 6. every other row: transfers and lots in one statement, then `events.booked`.
+
+Booking every row of an indebted member one by one held that member's lock for seconds on a
+5,000-row batch (every other partner's hold or redemption on the member waited); now it is
+held for the few rows that repay the debt plus the set-based statements.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from asyncpg.pgproto.pgproto import UUID as WireUUID  # type: ignore[import-unty
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from db.ids import new_id
 from ledger import events, postings
 from ledger.accounts import AccountCode, account_id
 
@@ -123,10 +131,11 @@ def _accounts(member_id: uuid.UUID) -> tuple[WireUUID, WireUUID]:
     return WireUUID(member_id.bytes), WireUUID(postings.wallet(member_id).bytes)
 
 
-def uuid7s(n: int) -> list[WireUUID]:
+def uuid7s(n: int, *, after_ms: int = -1) -> list[WireUUID]:
     """n UUIDv7 ids, increasing (a 24-bit counter continues the millisecond timestamp, as RFC
-    9562 allows), for the rows a batch inserts: cheaper here than `uuid7()` in the database."""
-    ms = time.time_ns() // 1_000_000
+    9562 allows), for the rows a batch inserts: cheaper here than `uuid7()` in the database.
+    With `after_ms`, they start in a later millisecond than that (so after ids made in it)."""
+    ms = max(time.time_ns() // 1_000_000, after_ms + 1)
     start = int.from_bytes(os.urandom(2), "big") & 0x7FF
     noise = os.urandom(8 * n)
     ids = []
@@ -180,8 +189,34 @@ _LOCK_MEMBERS = text(
     " ORDER BY id FOR NO KEY UPDATE) locked"
 )
 
-_DEBTORS = text(
-    "SELECT DISTINCT member_id FROM debts WHERE member_id = ANY(:ids) AND remaining > 0"
+_OWED = text(
+    "SELECT member_id, sum(remaining) AS owed FROM debts"
+    " WHERE member_id = ANY(:ids) AND remaining > 0 GROUP BY member_id"
+)
+
+# Rows of indebted members booked set-based after their one-by-one rows: new ids (later than
+# those postings'), in the stage and in the results their keys stored.
+_RENUMBER = text(
+    f"""
+    WITH fresh AS (
+      SELECT * FROM unnest(CAST(:pos AS integer[]), CAST(:transfers AS uuid[]),
+                           CAST(:lots AS uuid[])) AS f(pos, transfer_id, lot_id)
+    ), staged AS (
+      UPDATE {STAGE} s SET transfer_id = fresh.transfer_id, lot_id = fresh.lot_id
+      FROM fresh WHERE s.pos = fresh.pos
+      RETURNING s.key, s.transfer_id
+    )
+    UPDATE idempotency_keys k
+    SET result = jsonb_set(k.result, '{{transfer_id}}', to_jsonb(staged.transfer_id::text))
+    FROM staged WHERE k.client_id = :client AND k.key = staged.key
+    """
+)
+
+# The results of the rows booked one by one name the transfers `postings.book_earn` made.
+_POINT_KEYS = text(
+    "UPDATE idempotency_keys k SET result = jsonb_set(k.result, '{transfer_id}',"
+    " to_jsonb(b.transfer_id)) FROM unnest(CAST(:keys AS text[]), CAST(:transfers AS text[]))"
+    " AS b(key, transfer_id) WHERE k.client_id = :client AND k.key = b.key"
 )
 
 _BOOK = text(
@@ -292,25 +327,27 @@ async def bulk_earn(
     if members:
         await conn.execute(_LOCK_MEMBERS, {"ids": members})
 
-    # 5. Members with debts: booked one by one by postings.book_earn, which repays them first.
-    debtors: set[uuid.UUID] = set()
+    # 5. Members with debts: their first rows one by one (postings.book_earn repays the debt
+    #    from each new lot) until the debt is cleared; their later rows join step 6.
+    owed: dict[uuid.UUID, int] = {}
     if members:
-        debtors = set((await conn.scalars(_DEBTORS, {"ids": members})).all())
-    if debtors:
-        await _book_debtors(
-            conn, issuer_id, client_id, pending, validity, rows, skipped, debtors, outcome
+        owed = {r.member_id: int(r.owed) for r in await conn.execute(_OWED, {"ids": members})}
+    one_by_one = _repaying_rows(rows, skipped, owed)
+    if one_by_one:
+        await _book_one_by_one(
+            conn, issuer_id, client_id, pending, validity, rows, one_by_one, outcome
         )
-        await conn.execute(
-            text(f"DELETE FROM {STAGE} WHERE member_id = ANY(:m)"), {"m": list(debtors)}
-        )
+        await conn.execute(text(f"DELETE FROM {STAGE} WHERE pos = ANY(:p)"), {"p": one_by_one})
+        ids = await _renumber_after(conn, client_id, rows, skipped, set(one_by_one), ids)
 
     # 6. Everyone else: transfers and lots in one statement, then the subscribers.
     transfer_ids: list[uuid.UUID] = []
+    done = set(one_by_one)
     for pos, r in enumerate(rows):
         if pos in skipped:
             continue
         outcome.booked.append(pos)
-        if r.points > 0 and r.member_id not in debtors:
+        if r.points > 0 and pos not in done:
             transfer_ids.append(ids[2 * pos])
             outcome.points += r.points
     if transfer_ids:
@@ -330,20 +367,34 @@ async def bulk_earn(
     return outcome
 
 
-async def _book_debtors(
+def _repaying_rows(
+    rows: Sequence[BulkEarn], skipped: set[int], owed: dict[uuid.UUID, int]
+) -> list[int]:
+    """The positions to book one by one: each indebted member's first rows with points, in
+    order, until their points cover the debt (an earn repays min(points, what is owed))."""
+    left = dict(owed)
+    positions = []
+    for pos, r in enumerate(rows):
+        if pos in skipped or r.points <= 0 or left.get(r.member_id, 0) <= 0:
+            continue
+        positions.append(pos)
+        left[r.member_id] -= r.points
+    return positions
+
+
+async def _book_one_by_one(
     conn: AsyncConnection,
     issuer_id: uuid.UUID,
     client_id: str,
     pending: timedelta,
     validity: timedelta,
     rows: Sequence[BulkEarn],
-    skipped: set[int],
-    debtors: set[uuid.UUID],
+    positions: Sequence[int],
     outcome: BulkOutcome,
 ) -> None:
-    for pos, r in enumerate(rows):
-        if pos in skipped or r.member_id not in debtors or r.points <= 0:
-            continue
+    booked_ids: list[str] = []
+    for pos in positions:
+        r = rows[pos]
         booked = await postings.book_earn(
             conn,
             member_id=r.member_id,
@@ -357,12 +408,46 @@ async def _book_debtors(
             expires_at=r.occurred_at + pending + validity,
             metadata=orjson.loads(r.metadata),
         )
-        await conn.execute(
-            text(
-                "UPDATE idempotency_keys SET result = jsonb_set(result, '{transfer_id}',"
-                " to_jsonb(CAST(:t AS text))) WHERE client_id = :c AND key = :k"
-            ),
-            {"t": str(booked.id), "c": client_id, "k": r.key},
-        )
+        booked_ids.append(str(booked.id))
         outcome.transfers += 1
         outcome.points += r.points
+    await conn.execute(
+        _POINT_KEYS,
+        {"keys": [rows[p].key for p in positions], "transfers": booked_ids, "client": client_id},
+    )
+
+
+async def _renumber_after(
+    conn: AsyncConnection,
+    client_id: str,
+    rows: Sequence[BulkEarn],
+    skipped: set[int],
+    done: set[int],
+    ids: list[WireUUID],
+) -> list[WireUUID]:
+    """Fresh ids for the later rows of the members just booked one by one (see step 5)."""
+    members = {rows[p].member_id for p in done}
+    later = [
+        pos
+        for pos, r in enumerate(rows)
+        if r.member_id in members and r.points > 0 and pos not in skipped and pos not in done
+    ]
+    if not later:
+        return ids
+    # new_id() is monotonic within the process: one more is later than every id the
+    # one-by-one postings made, and the fresh ids start after its millisecond.
+    floor_ms = new_id().int >> 80
+    fresh = uuid7s(2 * len(later), after_ms=floor_ms)
+    renumbered = list(ids)
+    for n, pos in enumerate(later):
+        renumbered[2 * pos], renumbered[2 * pos + 1] = fresh[2 * n], fresh[2 * n + 1]
+    await conn.execute(
+        _RENUMBER,
+        {
+            "pos": later,
+            "transfers": [renumbered[2 * p] for p in later],
+            "lots": [renumbered[2 * p + 1] for p in later],
+            "client": client_id,
+        },
+    )
+    return renumbered

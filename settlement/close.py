@@ -8,10 +8,15 @@ of the overlap's length. That is at most P + R − 1 ≤ N − 1 payments, and e
 payments add up to its net exactly (no rounding: all integers).
 
 A period whose positions are all zero has no instructions and is SETTLED at once.
+
+`period_id` names the period the caller means to close. It is compared with the OPEN period
+only once the exclusive period lock is held: checked before it, five parallel closes of one
+period would each pass the check and then close five periods one after another.
 """
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +27,7 @@ from db.ids import new_id
 from ledger.errors import DomainError, ErrorCode
 from settlement import queries
 from settlement.booking import PERIOD_LOCK
-from settlement.periods import require_period
+from settlement.periods import get_period, require_period
 from settlement.records import PeriodRecord
 
 _LINES = queries.FROZEN_LINES
@@ -64,9 +69,16 @@ _STATEMENTS = text(
 )
 
 
-async def close_period(conn: AsyncConnection, cutoff: datetime | None = None) -> PeriodRecord:
-    """Close the OPEN period at `cutoff` (default: now) and open the next one from it."""
-    # Waits for postings in flight; postings that start now wait for this transaction.
+async def close_period(
+    conn: AsyncConnection, cutoff: datetime | None = None, period_id: uuid.UUID | None = None
+) -> PeriodRecord:
+    """Close the OPEN period at `cutoff` (default: now) and open the next one from it.
+
+    With `period_id`, only that period: when it is not the OPEN one (a retried or parallel
+    close already closed it), PERIOD_NOT_FOUND and nothing changes.
+    """
+    # Waits for postings in flight; postings that start now wait for this transaction. So
+    # does any other close: the OPEN period read below is the one left by the last close.
     await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PERIOD_LOCK})
     now = await conn.scalar(text("SELECT clock_timestamp()"))
     assert isinstance(now, datetime)
@@ -75,6 +87,8 @@ async def close_period(conn: AsyncConnection, cutoff: datetime | None = None) ->
             text("SELECT id, starts_at FROM settlement_periods WHERE status = 'OPEN' FOR UPDATE")
         )
     ).one()
+    if period_id is not None and period.id != period_id:
+        raise await _not_open(conn, period_id)
     cut = now if cutoff is None else cutoff
     if cut.tzinfo is None:
         raise DomainError(ErrorCode.INVALID_CUTOFF, "cutoff needs a time zone", ["cutoff"])
@@ -125,3 +139,14 @@ async def close_period(conn: AsyncConnection, cutoff: datetime | None = None) ->
         params,
     )
     return await require_period(conn, period.id)
+
+
+async def _not_open(conn: AsyncConnection, period_id: uuid.UUID) -> DomainError:
+    """The caller named a period that is not the OPEN one: say which case it is."""
+    named = await get_period(conn, period_id)
+    message = (
+        "no such settlement period"
+        if named is None
+        else f"that period is not the OPEN one: it is already {named.status}"
+    )
+    return DomainError(ErrorCode.PERIOD_NOT_FOUND, message, ["periodId"])
