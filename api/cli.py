@@ -48,7 +48,8 @@ def serve(
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
 ) -> None:
     """Apply migrations and serve the API (embedded PostgreSQL without DATABASE_URL)."""
-    import uvicorn
+    from api.http_server import run, uvicorn_config
+    from api.settings import load_settings
 
     url = _migrated_url()
     # Workers and the CLI must reach the same database: pin the resolved URL for them.
@@ -57,14 +58,8 @@ def serve(
         from api.demo import seed_demo
 
         asyncio.run(seed_demo(url, host=host, port=port, console=console))
-    uvicorn.run(
-        "api.main:app",
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="info",
-        proxy_headers=True,
-    )
+    # An import string: each worker process builds its own app.
+    run(uvicorn_config("api.main:app", load_settings(), host=host, port=port, workers=workers))
 
 
 @clients_app.command("create")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -17,6 +19,32 @@ from strawberry.asgi import GraphQL
 from api.auth import Authenticator
 from schema.context import Context
 
+# A request's JSON nests a few levels (an input object, its rows, their member reference);
+# nothing legitimate comes near this, and every later step may recurse over what got in.
+MAX_JSON_DEPTH = 32
+TOO_DEEP = f"the request body nests JSON more than {MAX_JSON_DEPTH} levels deep"
+
+
+def _nested_deeper(value: object, limit: int) -> bool:
+    """Whether JSON arrays and objects nest more than `limit` deep (a loop, not recursion)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        current, depth = stack.pop()
+        if isinstance(current, dict | list):
+            if depth > limit:
+                return True
+            children = current.values() if isinstance(current, dict) else current
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _code(exc: HTTPException) -> str:
+    """BAD_REQUEST, NOT_FOUND, METHOD_NOT_ALLOWED, ..."""
+    try:
+        return HTTPStatus(exc.status_code).name
+    except ValueError:
+        return "HTTP_ERROR"
+
 
 class CoalitionGraphQL(GraphQL[Context, None]):
     def __init__(self, schema: Any, engine: AsyncEngine, *, graphiql: bool) -> None:
@@ -25,15 +53,49 @@ class CoalitionGraphQL(GraphQL[Context, None]):
         )
         self.engine = engine
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Strawberry answers a request it cannot read (HTTPException) in plain text; a
+        client parses JSON, so the same status comes with a GraphQL-shaped JSON body."""
+        if scope["type"] != "http":
+            return await super().__call__(scope, receive, send)
+        response: Response
+        try:
+            response = await self.run(Request(scope=scope, receive=receive))
+        except HTTPException as exc:
+            error = {"message": exc.reason, "extensions": {"code": _code(exc)}}
+            response = Response(
+                self.encode_json({"errors": [error]}),  # the reason may quote the client
+                status_code=exc.status_code,
+                media_type="application/json",
+            )
+        await response(scope, receive, send)
+
     def encode_json(self, data: object) -> bytes:
-        return orjson.dumps(data)
+        try:
+            return orjson.dumps(data)
+        except orjson.JSONEncodeError:
+            # A lone surrogate the client sent, echoed in an error message: orjson refuses
+            # to encode it; the standard library writes it as the `\ud800` escape it came in.
+            return json.dumps(data, default=str).encode()
 
     def decode_json(self, data: str | bytes) -> object:
-        """Strawberry expects an object (or a batch list) and crashes with a 500 on a JSON
-        string, number or null; those are the client's mistake, so answer 400."""
-        decoded = super().decode_json(data)
+        """The body as JSON, or 400: it must be UTF-8 (RFC 8259), an object (strawberry
+        crashes on a JSON string, number or null), and nested at most MAX_JSON_DEPTH deep.
+        Lone surrogates (`"\\ud800"`) are valid JSON: the inputs that hold them are refused
+        with INVALID_INPUT further on."""
+        if isinstance(data, bytes | bytearray | memoryview):
+            try:
+                data = bytes(data).decode("utf-8")
+            except UnicodeDecodeError:
+                raise HTTPException(400, "the request body is not UTF-8 text") from None
+        try:
+            decoded = json.loads(data)
+        except RecursionError:
+            raise HTTPException(400, TOO_DEEP) from None
         if not isinstance(decoded, dict | list):
             raise HTTPException(400, "the request body must be a JSON object")
+        if _nested_deeper(decoded, MAX_JSON_DEPTH):
+            raise HTTPException(400, TOO_DEEP)
         return decoded
 
     async def get_context(

@@ -3,8 +3,9 @@
 The file is CSV with the header `phone,partner_ref,amount,reference,occurred_at,idempotency_key`
 (any column order; one of phone and partner_ref per row; occurred_at ISO 8601 with a time
 zone, or empty for "now"). The whole file is parsed before anything is booked: a line that
-cannot be read (wrong number of fields, an amount or a time that is not one) rejects the file
-with its line number, and nothing changes. Readable rows are then booked in chunks, one
+cannot be read (wrong number of fields, an amount that is not a decimal written exactly as the
+API's `Decimal`, such as "149.90", or a time that is not one) rejects the file with its line
+number, and nothing changes. Readable rows are then booked in chunks, one
 transaction per chunk, in `--jobs` lanes: rows are dealt to the lanes by member (so lanes do
 not wait for each other's member locks), each lane books its rows in file order, and pricing
 one lane's next chunk here overlaps the database booking another lane's. With `--jobs 1` the
@@ -22,7 +23,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated
 
@@ -32,6 +32,7 @@ from rich.markup import escape
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ledger.amounts import EXAMPLE, InvalidDecimal, parse_decimal
 from ledger.errors import DomainError, ErrorCode
 from members.batch import BatchOutcome, EarnRow, RowRejection, earn_points_batch
 from members.service import MemberRef
@@ -89,11 +90,15 @@ def parse_file(path: Path) -> ParsedFile:
                 line = reader.line_num
                 if len(fields) != width:
                     raise MalformedFile(line, f"expected {width} fields, found {len(fields)}")
-                raw_amount = fields[i_amount].strip()
+                # The API's rule exactly (ledger.amounts), spaces included: "149.90", not
+                # " 149.90", "1_000" or "1e3".
+                raw_amount = fields[i_amount]
                 try:
-                    amount = Decimal(raw_amount)
-                except InvalidOperation:
-                    raise MalformedFile(line, f"amount {raw_amount!r} is not a number") from None
+                    amount = parse_decimal(raw_amount)
+                except InvalidDecimal:
+                    raise MalformedFile(
+                        line, f"amount {raw_amount!r} is not a number written like {EXAMPLE}"
+                    ) from None
                 raw_time = fields[i_time].strip()
                 occurred_at = None
                 if raw_time:

@@ -1,14 +1,18 @@
-"""Small ASGI middlewares: request body size limit and request counting for /metrics; and
+"""Small ASGI middlewares: request body size limit and request metrics; and
 log filters that keep credentials a caller sent in the wrong place out of the log."""
 
 from __future__ import annotations
 
 import logging
 import re
-from collections import Counter
+import time
+from collections.abc import Iterable
 
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.metrics import UNMATCHED, Metrics
 
 
 class BodyTooLarge(Exception):
@@ -50,29 +54,48 @@ class BodySizeLimit:
 
 
 class RequestMetrics:
-    def __init__(self, app: ASGIApp, counts: Counter[tuple[str, int]]) -> None:
+    """Counts and times every request by route template, method and status. Outermost, so
+    what other middlewares answer (a 413) is counted too."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: Iterable[str]) -> None:
         self.app = app
-        self.counts = counts
+        self.metrics = metrics
+        self.routes = frozenset(routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        path = scope["path"]
+        started = time.perf_counter()
+        status: int | None = None
 
-        async def counting(message: Message) -> None:
+        async def recording(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                self.counts[(path, int(message["status"]))] += 1
+                status = int(message["status"])
             await send(message)
 
-        await self.app(scope, receive, counting)
+        try:
+            await self.app(scope, receive, recording)
+        except ClientDisconnect:
+            # The client left (or the server gave up on its body, api/http_server.py) before
+            # an answer: nobody to answer, nothing to log as an error.
+            if status is None:
+                status = 499  # as nginx counts a request its client closed
+        finally:
+            # No answer started and no disconnect: the app raised, the server answers 500.
+            answered = 500 if status is None else status
+            self.metrics.observe_request(
+                self._route(scope), scope["method"], answered, time.perf_counter() - started
+            )
 
-
-def render_metrics(counts: Counter[tuple[str, int]]) -> str:
-    """Prometheus text format."""
-    lines = ["# TYPE coalition_http_requests_total counter"]
-    for (path, status), count in sorted(counts.items()):
-        lines.append(f'coalition_http_requests_total{{path="{path}",status="{status}"}} {count}')
-    return "\n".join(lines) + "\n"
+    def _route(self, scope: Scope) -> str:
+        # The router leaves the route it chose in the scope; before routing (a 413) the path
+        # itself may still be one of the app's routes. Anything else is one label.
+        template = getattr(scope.get("route"), "path", None)
+        if isinstance(template, str):
+            return template
+        path: str = scope["path"]
+        return path if path in self.routes else UNMATCHED
 
 
 class RedactForeignClientIds(logging.Filter):

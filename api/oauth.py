@@ -1,20 +1,19 @@
 """OAuth2 endpoints on Authlib: client credentials token, introspection (RFC 7662) and
 revocation (RFC 7009), served by Starlette.
 
-Authlib's server is synchronous, so the handler first loads the named client from the
-database (async), then runs Authlib in a worker thread (Argon2 verification is CPU work
-that must not block the event loop).
+Authlib's server is synchronous, so the handler authenticates the client first, async:
+the failure throttle (429 without touching the database or Argon2), the client's row, then
+one Argon2 verification in the bounded pool (503 when it is full). Authlib then runs on the
+event loop with that verdict (without Argon2 its work is a signature, well under a
+millisecond); it accepts exactly the secret that was verified and nothing else.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
+import hmac
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
 
 from authlib.oauth2.rfc6749 import (
     AuthorizationServer,
@@ -25,6 +24,7 @@ from authlib.oauth2.rfc6749 import (
 from authlib.oauth2.rfc6749.errors import InvalidScopeError
 from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
+from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from sqlalchemy import text
@@ -34,9 +34,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from api.revocation import RevocationList
+from api.throttle import AuthThrottle, PoolBusy, VerifierPool, address_key
 from api.tokens import AccessToken, InvalidToken, TokenService
 from partners.caller import Scope
-from partners.clients import ClientRecord, load_client, verify_secret
+from partners.clients import ClientRecord, load_client
 
 AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 
@@ -44,6 +45,9 @@ AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 @dataclass
 class OAuthClient(ClientMixin):  # type: ignore[misc]
     record: ClientRecord
+    # The secret Argon2 accepted for this client before Authlib ran; None: none was. Out of
+    # the repr: Authlib logs the client at DEBUG.
+    verified_secret: str | None = field(default=None, repr=False)
 
     def get_client_id(self) -> str:
         return self.record.client_id
@@ -60,7 +64,10 @@ class OAuthClient(ClientMixin):  # type: ignore[misc]
         return False
 
     def check_client_secret(self, client_secret: str) -> bool:
-        return verify_secret(self.record, client_secret)
+        # No Argon2 here: only the secret already verified (off the loop, bounded) passes.
+        if self.verified_secret is None:
+            return False
+        return hmac.compare_digest(client_secret.encode(), self.verified_secret.encode())
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         return method in AUTH_METHODS
@@ -119,9 +126,9 @@ class _Request(OAuth2Request):  # type: ignore[misc]
 
 
 class _Server(AuthorizationServer):  # type: ignore[misc]
-    """Authlib's server bound to one request's preloaded client."""
+    """Authlib's server bound to one request's preloaded, already verified client."""
 
-    def __init__(self, tokens: TokenService, client: ClientRecord | None) -> None:
+    def __init__(self, tokens: TokenService, client: OAuthClient | None) -> None:
         super().__init__(scopes_supported=[str(s) for s in Scope])
         self._tokens = tokens
         self._client = client
@@ -130,12 +137,11 @@ class _Server(AuthorizationServer):  # type: ignore[misc]
         self.register_token_generator("default", self._generate)
 
     def query_client(self, client_id: str) -> OAuthClient | None:
-        record = self._client
-        if record is None or record.client_id != client_id or not record.active:
-            # Still spend an Argon2 verification so unknown ids cost as much as wrong secrets.
-            verify_secret(None, "x")
+        # Unknown and revoked ids already paid their Argon2 verification (against a dummy).
+        client = self._client
+        if client is None or client.record.client_id != client_id or not client.record.active:
             return None
-        return OAuthClient(record)
+        return client
 
     def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
         """JWTs are self-contained: nothing to store."""
@@ -239,82 +245,135 @@ def _invalid_client() -> Response:
     )
 
 
-def _unreadable_basic(request: Request) -> bool:
-    """Basic credentials that are not base64 of UTF-8 (Authlib would crash decoding them)."""
-    header = request.headers.get("authorization", "")
-    if not header.lower().startswith("basic "):
-        return False
+def _throttled(retry_after: int) -> Response:
+    # Not invalid_client: a client holding the right secret must not conclude it is wrong
+    # (and rotate it); 429 + Retry-After is what HTTP retry logic understands. The body keeps
+    # OAuth's error shape (RFC 6749 §5.2 allows extension codes). Unknown ids are throttled
+    # exactly like known ones, so a 429 tells nothing about which ids exist.
+    return JSONResponse(
+        {
+            "error": "too_many_requests",
+            "error_description": "too many failed client authentications; retry later",
+        },
+        status_code=429,
+        headers={"Retry-After": str(retry_after), "Cache-Control": "no-store"},
+    )
+
+
+def _busy() -> Response:
+    # RFC 6749's code for a temporarily overloaded server.
+    return JSONResponse(
+        {"error": "temporarily_unavailable", "error_description": "server busy; retry later"},
+        status_code=503,
+        headers={"Retry-After": "1", "Cache-Control": "no-store"},
+    )
+
+
+@dataclass(frozen=True)
+class _Credentials:
+    client_id: str | None
+    secret: str | None
+
+
+def _credentials(request: Request, form: dict[str, str]) -> _Credentials | None:
+    """The client id and secret as Authlib reads them: HTTP Basic first, then form fields.
+
+    None when the Basic credentials are not base64 of UTF-8 (Authlib would crash on them).
+    """
     try:
-        base64.b64decode(header[6:].strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        return True
-    return False
-
-
-def _client_id_of(request: Request, form: dict[str, str]) -> str | None:
-    header = request.headers.get("authorization", "")
-    if header.lower().startswith("basic "):
-        try:
-            decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            return None
-        return unquote(decoded.split(":", 1)[0])
-    return form.get("client_id")
+        basic_id, basic_secret = extract_basic_authorization(request.headers)
+    except UnicodeDecodeError:
+        return None
+    if basic_id and basic_secret:
+        return _Credentials(basic_id, basic_secret)
+    form_id, form_secret = form.get("client_id"), form.get("client_secret")
+    if form_id and form_secret:
+        return _Credentials(form_id, form_secret)
+    # A client named without a secret: a failure that needs no verification.
+    return _Credentials(basic_id or form_id or None, None)
 
 
 class OAuthEndpoints:
-    def __init__(self, engine: AsyncEngine, tokens: TokenService, revoked: RevocationList):
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        tokens: TokenService,
+        revoked: RevocationList,
+        *,
+        throttle: AuthThrottle,
+        verifier: VerifierPool,
+    ) -> None:
         self.engine = engine
         self.tokens = tokens
         self.revoked = revoked
+        self.throttle = throttle
+        self.verifier = verifier
 
-    async def _prepare(self, request: Request) -> tuple[_Request, ClientRecord | None] | None:
-        """The OAuth request and its preloaded client; None when the credentials are unreadable."""
-        if _unreadable_basic(request):
-            return None
+    async def _prepare(self, request: Request) -> tuple[_Request, OAuthClient | None] | Response:
+        """The OAuth request and its client, authenticated; or the refusal to send at once."""
+        address = address_key(request.client.host if request.client else None)
+        wait = self.throttle.retry_after(None, address)
+        if wait is not None:
+            return _throttled(wait)  # before even reading the body
         form = {k: str(v) for k, v in (await request.form()).items()}
-        client_id = _client_id_of(request, form)
+        credentials = _credentials(request, form)
+        if credentials is None:
+            return _invalid_client()
+        oauth_request = _Request(request.method, str(request.url), request.headers, form)
+        client_id = credentials.client_id
+        # The address again: another request may have locked it while this body was read.
+        wait = self.throttle.retry_after(client_id, address)
+        if wait is not None:
+            return _throttled(wait)
+        if client_id is None:
+            return oauth_request, None  # Authlib answers invalid_client; nothing was guessed
         record = None
-        if client_id and len(client_id) <= 100:
+        if len(client_id) <= 100 and "\x00" not in client_id:  # PostgreSQL text has no NUL
             async with self.engine.connect() as conn:
                 record = await load_client(conn, client_id)
-        oauth_request = _Request(request.method, str(request.url), request.headers, form)
-        return oauth_request, record
+        active = record if record is not None and record.active else None
+        verified = False
+        if credentials.secret is not None:
+            try:
+                # Exactly one verification, against a dummy hash for unknown or revoked ids.
+                verified = await self.verifier.verify(active, credentials.secret)
+            except PoolBusy:
+                return _busy()
+        if not verified or active is None:
+            self.throttle.failed(client_id, address)
+            return oauth_request, None  # Authlib answers invalid_client
+        return oauth_request, OAuthClient(active, credentials.secret)
 
     async def token(self, request: Request) -> Response:
         prepared = await self._prepare(request)
-        if prepared is None:
-            return _invalid_client()
-        oauth_request, record = prepared
-        server = _Server(self.tokens, record)
-        response: Response = await asyncio.to_thread(server.create_token_response, oauth_request)
+        if isinstance(prepared, Response):
+            return prepared
+        oauth_request, client = prepared
+        server = _Server(self.tokens, client)
+        response: Response = server.create_token_response(oauth_request)
         response.headers["Cache-Control"] = "no-store"
         return response
 
     async def introspect(self, request: Request) -> Response:
         prepared = await self._prepare(request)
-        if prepared is None:
-            return _invalid_client()
-        oauth_request, record = prepared
-        server = _Server(self.tokens, record)
+        if isinstance(prepared, Response):
+            return prepared
+        oauth_request, client = prepared
+        server = _Server(self.tokens, client)
         endpoint = _Introspection(server, self.tokens, self.revoked)
         server.register_endpoint(endpoint)
-        response: Response = await asyncio.to_thread(
-            server.create_endpoint_response, "introspection", oauth_request
-        )
+        response: Response = server.create_endpoint_response("introspection", oauth_request)
         return response
 
     async def revoke(self, request: Request) -> Response:
         prepared = await self._prepare(request)
-        if prepared is None:
-            return _invalid_client()
-        oauth_request, record = prepared
-        server = _Server(self.tokens, record)
+        if isinstance(prepared, Response):
+            return prepared
+        oauth_request, client = prepared
+        server = _Server(self.tokens, client)
         endpoint = _Revocation(server, self.tokens)
         server.register_endpoint(endpoint)
-        response: Response = await asyncio.to_thread(
-            server.create_endpoint_response, "revocation", oauth_request
-        )
+        response: Response = server.create_endpoint_response("revocation", oauth_request)
         if endpoint.revoked is not None:
             token = endpoint.revoked
             async with self.engine.begin() as conn:

@@ -14,23 +14,42 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ledger.errors import DomainError, ErrorCode
+from ledger.text import has_lone_surrogate, lone_surrogate_path
 
 
 def request_hash(operation: str, request: dict[str, Any]) -> str:
+    """The digest a key's later uses are compared with. A string holding a lone surrogate
+    (valid JSON, not UTF-8) cannot be hashed or stored: INVALID_INPUT naming its field."""
+    path = lone_surrogate_path(request)
+    if path is not None:
+        raise DomainError(ErrorCode.INVALID_INPUT, unicode_message(".".join(path)), path)
     body = orjson.dumps({"op": operation, "req": request}, option=orjson.OPT_SORT_KEYS, default=str)
     return hashlib.sha256(body).hexdigest()
 
 
-async def claim(
-    conn: AsyncConnection, client_id: str, key: str, operation: str, digest: str
-) -> dict[str, Any] | None:
-    """Return None when the key is new (now claimed), else the stored result of the first call."""
+def unicode_message(field: str) -> str:
+    return f"{field} must be Unicode text (it holds a lone UTF-16 surrogate)"
+
+
+def check_key(key: str) -> None:
+    """An idempotency key is 1 to 200 characters of storable text."""
     if not key or len(key) > 200:
         raise DomainError(
             ErrorCode.INVALID_INPUT,
             "idempotencyKey must be 1 to 200 characters",
             ["idempotencyKey"],
         )
+    if has_lone_surrogate(key):
+        raise DomainError(
+            ErrorCode.INVALID_INPUT, unicode_message("idempotencyKey"), ["idempotencyKey"]
+        )
+
+
+async def claim(
+    conn: AsyncConnection, client_id: str, key: str, operation: str, digest: str
+) -> dict[str, Any] | None:
+    """Return None when the key is new (now claimed), else the stored result of the first call."""
+    check_key(key)
     claimed = await conn.scalar(
         text(
             "INSERT INTO idempotency_keys (client_id, key, operation, request_hash, result)"

@@ -39,6 +39,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ledger import bulk
+from ledger.amounts import EXAMPLE
 from ledger.errors import DomainError, ErrorCode
 from ledger.idempotency import request_hash
 from members.phones import normalize_phone
@@ -265,8 +266,8 @@ async def earn_points_batch(
     latest, oldest = now + CLOCK_SKEW, now - pending - validity
     exponent = -settings.currency_exponent
     amount_message = (
-        f"amount must be positive, at most {MAX_AMOUNT}, with at most "
-        f"{settings.currency_exponent} decimals"
+        f"amount must be a decimal string such as {EXAMPLE}: positive, at most"
+        f" {MAX_AMOUNT}, with at most {settings.currency_exponent} decimals"
     )
 
     rejected: dict[int, RowRejection] = {}
@@ -293,10 +294,17 @@ async def earn_points_batch(
         if refused is not None:
             rejected[i] = RowRejection(i, refused.code, refused.message, refused.field or [])
             continue
+        try:
+            digest = request_hash(
+                OPERATION, earn_request(row.member, amount, reference, occurred_at)
+            )
+        except DomainError as unhashable:  # text no UTF-8 can hold, as earn_points refuses it
+            rejected[i] = RowRejection(
+                i, unhashable.code, unhashable.message, unhashable.field or []
+            )
+            continue
         amounts[i] = str(amount)
-        digests[i] = request_hash(
-            OPERATION, earn_request(row.member, amount, reference, occurred_at)
-        )
+        digests[i] = digest
         if (
             not amount.is_finite()
             or amount <= 0

@@ -18,10 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.ids import new_id
 from ledger import idempotency, postings
+from ledger.amounts import EXAMPLE
 from ledger.earn_once import EarnToBook, KeyTaken, book_earn_once
 from ledger.errors import DomainError, ErrorCode
 from ledger.queries import TransferRecord, prefixed_transfer, prefixed_transfer_columns
 from ledger.redeem_once import RedeemToBook, book_redeem_once
+from ledger.text import has_lone_surrogate
 from members.service import (
     MemberRef,
     check_ref_in_region,
@@ -57,9 +59,12 @@ def _partner_of(caller: Caller, operation: str) -> uuid.UUID:
 
 
 def _check_text(value: str | None, field: str) -> None:
-    """PostgreSQL text cannot hold a NUL character: refuse it as input, not as a crash."""
+    """PostgreSQL text cannot hold a NUL character (nor UTF-8 a lone surrogate): refuse it
+    as input, not as a crash."""
     if value is not None and "\x00" in value:
         raise DomainError(ErrorCode.INVALID_INPUT, f"{field} must not contain NUL", [field])
+    if value is not None and has_lone_surrogate(value):
+        raise DomainError(ErrorCode.INVALID_INPUT, idempotency.unicode_message(field), [field])
 
 
 def _check_reference(reference: str) -> None:
@@ -201,8 +206,8 @@ async def earn_points(
     ):
         raise DomainError(
             ErrorCode.INVALID_AMOUNT,
-            f"amount must be positive, at most {MAX_AMOUNT}, with at most "
-            f"{context.currency_exponent} decimals",
+            f"amount must be a decimal string such as {EXAMPLE}: positive, at most"
+            f" {MAX_AMOUNT}, with at most {context.currency_exponent} decimals",
             ["amount"],
         )
     now = context.now

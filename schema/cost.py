@@ -13,12 +13,20 @@ The cost of an operation is computed from its parsed, validated document before 
 - fragments count as written (a spread or an inline fragment adds its selections); lists
   that are not connections (a period's positions, a statement's lines) count once.
 
+Each fragment is priced once and reused wherever it is spread, so pricing takes work in
+proportion to the document, not to what its fragments expand to (a fragment spreading the
+previous one twice, 60 deep, is priced 2^60 in a hundred steps); and it stops once the
+price is over the bucket's capacity.
+
 Each client has a bucket of `capacity` points that refills at `restore_rate` points a second.
 An operation that costs more than is available is refused before it runs with a GraphQL error
 `RATE_LIMITED` (with `retryAfterSeconds`); one that costs more than the whole capacity can
-never run and is refused with `MAX_COST_EXCEEDED`. Every answer carries the figures in
-`extensions.cost`. The buckets live in the process: with N workers a client gets N times the
-rate (see README, "Reliability and security").
+never run and is refused with `MAX_COST_EXCEEDED`. A refusal for a limit — that one, or a
+document too deep, with too many aliases or fragment spreads (schema/analysis.py) — takes
+`refusal_cost` points from the bucket: the analysis was work all the same. Being throttled
+(`RATE_LIMITED`) costs nothing. Every answer carries the figures in `extensions.cost`. The
+buckets live in the process: with N workers a client gets N times the rate (see README,
+"Reliability and security").
 """
 
 from __future__ import annotations
@@ -54,6 +62,8 @@ from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef
 from graphql.utilities import get_operation_ast, value_from_ast_untyped
 from strawberry.extensions import SchemaExtension
 
+from schema.analysis import LIMIT_CODES
+
 OBJECT_COST = 1
 MUTATION_COST = 10
 ITEMS_PER_POINT = 10  # a mutation's batch items (rows, records) cost 1 point per 10
@@ -67,41 +77,76 @@ CONNECTION_ITEMS = frozenset({"edges", "nodes"})
 
 @dataclass
 class _Walk:
+    """One pass over an operation. Each fragment is priced once and reused wherever it is
+    spread (a fragment's type condition fixes its parent type, so its price does not depend on
+    where it is spread): the work is linear in the size of the document, however often
+    fragments spread each other. With a `limit`, a selection set stops adding once its total
+    is over it (the result is then a lower bound, still over the limit)."""
+
     schema: GraphQLSchema
     fragments: dict[str, FragmentDefinitionNode]
     variables: Mapping[str, Any]
     defaults: dict[str, Any]
+    limit: int | None = None
+    visits: int = 0  # selections looked at
+    _priced: dict[str, tuple[int, int]] = field(default_factory=dict)
+    _active: set[str] = field(default_factory=set)
+
+    def over(self, total: int) -> bool:
+        return self.limit is not None and total > self.limit
 
     def selections(
-        self,
-        selection_set: SelectionSetNode | None,
-        parent: GraphQLNamedType | None,
-        seen: frozenset[str] = frozenset(),
+        self, selection_set: SelectionSetNode | None, parent: GraphQLNamedType | None
     ) -> int:
-        return sum(self.field(f, p, s) for f, p, s in self.flatten(selection_set, parent, seen))
+        items, rest = self.split(selection_set, parent)
+        return items + rest
 
-    def flatten(
-        self,
-        selection_set: SelectionSetNode | None,
-        parent: GraphQLNamedType | None,
-        seen: frozenset[str],
-    ) -> Iterator[tuple[FieldNode, GraphQLNamedType, frozenset[str]]]:
-        """The fields of a selection set with its fragments expanded, each with its parent."""
+    def split(
+        self, selection_set: SelectionSetNode | None, parent: GraphQLNamedType | None
+    ) -> tuple[int, int]:
+        """The cost of a selection set's fields with its fragments expanded, as (the fields
+        named `edges` or `nodes`, the others): a connection multiplies only the first."""
+        items = rest = 0
         if selection_set is None or parent is None:
-            return
+            return items, rest
         for node in selection_set.selections:
+            self.visits += 1
             if isinstance(node, FieldNode):
-                yield node, parent, seen
-            elif isinstance(node, InlineFragmentNode):
-                condition = node.type_condition
-                target = self.schema.get_type(condition.name.value) if condition else parent
-                yield from self.flatten(node.selection_set, target, seen)
-            elif isinstance(node, FragmentSpreadNode):
-                name = node.name.value
-                fragment = self.fragments.get(name)
-                if fragment is not None and name not in seen:
-                    target = self.schema.get_type(fragment.type_condition.name.value)
-                    yield from self.flatten(fragment.selection_set, target, seen | {name})
+                cost = self.field(node, parent)
+                if node.name.value in CONNECTION_ITEMS:
+                    items += cost
+                else:
+                    rest += cost
+            else:
+                if isinstance(node, InlineFragmentNode):
+                    condition = node.type_condition
+                    target = self.schema.get_type(condition.name.value) if condition else parent
+                    more_items, more_rest = self.split(node.selection_set, target)
+                elif isinstance(node, FragmentSpreadNode):
+                    more_items, more_rest = self.fragment(node.name.value)
+                else:  # pragma: no cover - the three kinds of selection
+                    continue
+                items += more_items
+                rest += more_rest
+            if self.over(items + rest):
+                break  # the total only grows: no need to look further
+        return items, rest
+
+    def fragment(self, name: str) -> tuple[int, int]:
+        priced = self._priced.get(name)
+        if priced is not None:
+            return priced
+        fragment = self.fragments.get(name)
+        if fragment is None or name in self._active:
+            return 0, 0  # unknown or cyclic: validation refuses such a document
+        self._active.add(name)
+        try:
+            target = self.schema.get_type(fragment.type_condition.name.value)
+            priced = self.split(fragment.selection_set, target)
+        finally:
+            self._active.discard(name)
+        self._priced[name] = priced
+        return priced
 
     def _definition(self, node: FieldNode, parent: GraphQLNamedType) -> GraphQLField | None:
         name = node.name.value
@@ -114,7 +159,7 @@ class _Walk:
             return fields.get(name)
         return None
 
-    def field(self, node: FieldNode, parent: GraphQLNamedType, seen: frozenset[str]) -> int:
+    def field(self, node: FieldNode, parent: GraphQLNamedType) -> int:
         definition = self._definition(node, parent)
         if definition is None:
             return 0
@@ -122,14 +167,10 @@ class _Walk:
         if is_leaf_type(named):
             return 0
         if "first" in definition.args and is_object_type(named) and "edges" in named.fields:
-            page = self.page_size(node)
-            cost = OBJECT_COST
             # Through fragments too: `{ ...F }` must not hide `edges` from the multiplier.
-            for child, parent_type, child_seen in self.flatten(node.selection_set, named, seen):
-                child_cost = self.field(child, parent_type, child_seen)
-                cost += page * child_cost if child.name.value in CONNECTION_ITEMS else child_cost
-            return cost
-        return OBJECT_COST + self.selections(node.selection_set, named, seen)
+            items, rest = self.split(node.selection_set, named)
+            return OBJECT_COST + self.page_size(node) * items + rest
+        return OBJECT_COST + self.selections(node.selection_set, named)
 
     def page_size(self, node: FieldNode) -> int:
         for argument in node.arguments or ():
@@ -145,6 +186,85 @@ class _Walk:
                 return max(1, min(value, MAX_PAGE))
         return DEFAULT_PAGE
 
+    def mutation(self, selection_set: SelectionSetNode, root: GraphQLNamedType) -> int:
+        """A mutation's root fields, through fragments (each root fragment priced once)."""
+        total = 0
+        for node in selection_set.selections:
+            self.visits += 1
+            if isinstance(node, FieldNode):
+                definition = self._definition(node, root)
+                if definition is not None:
+                    named = get_named_type(definition.type)
+                    variables = dict(self.variables)
+                    items: int = sum(
+                        _input_items(value_from_ast_untyped(argument.value, variables))
+                        for argument in node.arguments or ()
+                    )
+                    total += (
+                        MUTATION_COST
+                        + self.selections(node.selection_set, named)
+                        + math.ceil(items / ITEMS_PER_POINT)
+                    )
+            elif isinstance(node, InlineFragmentNode):
+                total += self.mutation(node.selection_set, root)
+            elif isinstance(node, FragmentSpreadNode):
+                total += self.root_fragment(node.name.value, root)
+            if self.over(total):
+                break
+        return total
+
+    def root_fragment(self, name: str, root: GraphQLNamedType) -> int:
+        key = f"mutation:{name}"  # not a fragment name: those cannot hold a colon
+        priced = self._priced.get(key)
+        if priced is not None:
+            return priced[1]
+        fragment = self.fragments.get(name)
+        if fragment is None or key in self._active:
+            return 0
+        self._active.add(key)
+        try:
+            total = self.mutation(fragment.selection_set, root)
+        finally:
+            self._active.discard(key)
+        self._priced[key] = (0, total)
+        return total
+
+
+@dataclass(frozen=True)
+class CostAnalysis:
+    cost: int  # with a limit and over it: a lower bound, still over the limit
+    visits: int  # selections the analysis looked at (bounded by the document's size)
+
+
+def analyse_cost(
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    operation_name: str | None = None,
+    variables: Mapping[str, Any] | None = None,
+    *,
+    limit: int | None = None,
+) -> CostAnalysis:
+    """The cost of the operation `operation_name` of a document (see the module); with a
+    `limit`, the analysis stops once the cost is over it."""
+    operation = get_operation_ast(document, operation_name)
+    if operation is None:
+        return CostAnalysis(0, 0)
+    fragments = {
+        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+    }
+    walk = _Walk(schema, fragments, variables or {}, _variable_defaults(operation), limit)
+    if operation.operation == OperationType.MUTATION:
+        root = schema.mutation_type
+        cost = 0 if root is None else walk.mutation(operation.selection_set, root)
+    else:
+        root = (
+            schema.subscription_type
+            if operation.operation == OperationType.SUBSCRIPTION
+            else schema.query_type
+        )
+        cost = walk.selections(operation.selection_set, root)
+    return CostAnalysis(cost, walk.visits)
+
 
 def operation_cost(
     schema: GraphQLSchema,
@@ -153,42 +273,22 @@ def operation_cost(
     variables: Mapping[str, Any] | None = None,
 ) -> int:
     """The cost of the operation `operation_name` of a validated document (see the module)."""
-    operation = get_operation_ast(document, operation_name)
-    if operation is None:
-        return 0
-    fragments = {
-        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
-    }
-    walk = _Walk(schema, fragments, variables or {}, _variable_defaults(operation))
-    if operation.operation == OperationType.MUTATION:
-        root = schema.mutation_type
-        total = 0
-        for node, definition in _root_fields(walk, operation.selection_set, root):
-            named = get_named_type(definition.type)
-            total += MUTATION_COST + walk.selections(node.selection_set, named)
-            variables = dict(walk.variables)
-            items: int = sum(
-                _input_items(value_from_ast_untyped(argument.value, variables))
-                for argument in node.arguments or ()
-            )
-            total += math.ceil(items / ITEMS_PER_POINT)
-        return total
-    root = (
-        schema.subscription_type
-        if operation.operation == OperationType.SUBSCRIPTION
-        else schema.query_type
-    )
-    return walk.selections(operation.selection_set, root)
+    return analyse_cost(schema, document, operation_name, variables).cost
 
 
 def _input_items(value: Any) -> int:
-    """How many input objects sit in lists inside an argument's value (a batch's size)."""
-    if isinstance(value, dict):
-        return sum(_input_items(v) for v in value.values())
-    if isinstance(value, list):
-        objects = sum(1 for item in value if isinstance(item, dict))
-        return objects + sum(_input_items(item) for item in value)
-    return 0
+    """How many input objects sit in lists inside an argument's value (a batch's size).
+    A loop, not recursion: variables arrive as decoded JSON, nested as deep as a client likes."""
+    count = 0
+    stack = [value]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, dict):
+            stack.extend(current.values())
+        elif isinstance(current, list):
+            count += sum(1 for item in current if isinstance(item, dict))
+            stack.extend(current)
+    return count
 
 
 def _variable_defaults(operation: OperationDefinitionNode) -> dict[str, Any]:
@@ -197,25 +297,6 @@ def _variable_defaults(operation: OperationDefinitionNode) -> dict[str, Any]:
         if isinstance(definition.default_value, IntValueNode):
             defaults[definition.variable.name.value] = int(definition.default_value.value)
     return defaults
-
-
-def _root_fields(
-    walk: _Walk, selection_set: SelectionSetNode, root: GraphQLNamedType | None
-) -> Iterator[tuple[FieldNode, GraphQLField]]:
-    """The root fields of a mutation, through fragments."""
-    if root is None:
-        return
-    for node in selection_set.selections:
-        if isinstance(node, FieldNode):
-            definition = walk._definition(node, root)
-            if definition is not None:
-                yield node, definition
-        elif isinstance(node, InlineFragmentNode):
-            yield from _root_fields(walk, node.selection_set, root)
-        elif isinstance(node, FragmentSpreadNode):
-            fragment = walk.fragments.get(node.name.value)
-            if fragment is not None:
-                yield from _root_fields(walk, fragment.selection_set, root)
 
 
 # ---- the buckets -------------------------------------------------------------------------
@@ -230,6 +311,9 @@ class Throttle:
     available: float  # after the charge (or, when refused, what there was)
     capacity: float
     restore_rate: float
+    # An operation refused for a limit (too dear, too deep, too many aliases or spreads) can
+    # never run as written; analysing it was work all the same, so it is charged this much.
+    charged: float | None = None
 
     @property
     def over_capacity(self) -> bool:
@@ -237,17 +321,20 @@ class Throttle:
 
     @property
     def retry_after(self) -> float | None:
-        if self.allowed or self.over_capacity:
+        if self.allowed or self.over_capacity or self.charged is not None:
             return None
         return math.ceil((self.cost - self.available) / self.restore_rate * 100) / 100
 
     def figures(self) -> dict[str, Any]:
-        return {
+        figures: dict[str, Any] = {
             "cost": self.cost,
             "available": math.floor(self.available),
             "capacity": _number(self.capacity),
             "restoreRate": _number(self.restore_rate),
         }
+        if self.charged is not None:
+            figures["charged"] = _number(self.charged)
+        return figures
 
 
 def _number(value: float) -> int | float:
@@ -258,13 +345,15 @@ def _number(value: float) -> int | float:
 class CostLimiter:
     """A leaky bucket per client id, for the life of the process (shared by all requests).
 
-    `take` never awaits, so on one event loop it is atomic without a lock.
+    `take` and `refuse` never await, so on one event loop they are atomic without a lock.
+    `clock` returns seconds (monotonic); tests pass their own to move time by hand.
     """
 
     capacity: float
     restore_rate: float
     clock: Callable[[], float] = time.monotonic
     max_clients: int = 10_000
+    refusal_cost: int = 0  # what refusing an operation for a limit takes from the bucket
     _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
@@ -283,10 +372,23 @@ class CostLimiter:
         allowed = cost <= available
         if allowed:
             available -= cost
+        self._store(client_id, available, now)
+        return Throttle(allowed, cost, available, self.capacity, self.restore_rate)
+
+    def refuse(self, client_id: str, cost: int) -> Throttle:
+        """Charge `refusal_cost` (or what is left, the bucket never goes below empty) for an
+        operation refused for a limit; `cost` is the operation's, when it is known."""
+        now = self.clock()
+        available = self.available(client_id, now)
+        charged = min(float(self.refusal_cost), available)
+        available -= charged
+        self._store(client_id, available, now)
+        return Throttle(False, cost, available, self.capacity, self.restore_rate, charged)
+
+    def _store(self, client_id: str, available: float, now: float) -> None:
         if client_id not in self._buckets and len(self._buckets) >= self.max_clients:
             self._forget_full(now)
         self._buckets[client_id] = (available, now)
-        return Throttle(allowed, cost, available, self.capacity, self.restore_rate)
 
     def _forget_full(self, now: float) -> None:
         """Drop buckets that have refilled: a full bucket is the same as no bucket."""
@@ -304,6 +406,17 @@ class CostLimit(SchemaExtension):
         self.limiter = limiter
         self.throttle: Throttle | None = None
 
+    def on_validate(self) -> Iterator[None]:
+        yield
+        # A document refused for its shape (depth, aliases, spreads) is charged as well.
+        ctx = self.execution_context
+        caller = getattr(ctx.context, "caller", None)
+        if caller is None or not self.limiter.enabled:
+            return
+        codes = {(e.extensions or {}).get("code") for e in ctx.pre_execution_errors or ()}
+        if codes & LIMIT_CODES:
+            self.throttle = self.limiter.refuse(caller.client_id, self.limiter.refusal_cost)
+
     def on_execute(self) -> Iterator[None]:
         ctx = self.execution_context
         caller = getattr(ctx.context, "caller", None)
@@ -311,8 +424,18 @@ class CostLimit(SchemaExtension):
         if caller is None or document is None or not self.limiter.enabled:
             yield
             return
-        cost = operation_cost(ctx.schema._schema, document, ctx.operation_name, ctx.variables)
-        self.throttle = throttle = self.limiter.take(caller.client_id, cost)
+        # Pricing stops once over the capacity: beyond it the exact figure changes nothing.
+        cost = analyse_cost(
+            ctx.schema._schema,
+            document,
+            ctx.operation_name,
+            ctx.variables,
+            limit=math.floor(self.limiter.capacity),
+        ).cost
+        throttle = self.limiter.take(caller.client_id, cost)
+        if throttle.over_capacity:
+            throttle = self.limiter.refuse(caller.client_id, cost)
+        self.throttle = throttle
         if not throttle.allowed:
             ctx.result = ExecutionResult(data=None, errors=[_refusal(throttle)])
         yield
@@ -325,7 +448,7 @@ def _refusal(throttle: Throttle) -> GraphQLError:
     figures = {**throttle.figures(), "retryAfterSeconds": throttle.retry_after}
     if throttle.over_capacity:
         return GraphQLError(
-            f"this operation costs {throttle.cost} points, more than the limit of"
+            f"this operation costs at least {throttle.cost} points, more than the limit of"
             f" {figures['capacity']}: ask for smaller pages (`first`) or fewer fields",
             extensions={"code": "MAX_COST_EXCEEDED", **figures},
         )

@@ -6,18 +6,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import strawberry
+from graphql import ASTValidationRule
 from strawberry.extensions import (
     AddValidationRules,
-    MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
-    QueryDepthLimiter,
     SchemaExtension,
     ValidationCache,
 )
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
+from schema.analysis import shape_limits
 from schema.audit import AuditQueries
 from schema.cost import CostLimit, CostLimiter
 from schema.masking import MaskUnexpectedErrors
@@ -28,6 +28,7 @@ from schema.partners.types import Partner
 from schema.points.api import PointsMutations, PointsQueries
 from schema.points.batch import PointsBatchMutations
 from schema.points.types import Hold, Transfer
+from schema.scalars import SCALAR_OVERRIDES
 from schema.settlement.api import SettlementMutations, SettlementQueries
 from schema.settlement.types import SettlementPeriod
 from schema.viewer import ViewerQueries
@@ -49,14 +50,14 @@ def build_schema(
     max_depth: int = 10,
     max_aliases: int = 30,
     max_tokens: int = 2000,
+    max_spreads: int = 200,
     cost_limiter: CostLimiter | None = None,
 ) -> strawberry.Schema:
-    # The limiters' validation rules are built once: a fresh rule class per request would
-    # make every request miss the validation cache (its key includes the rules).
-    rules = [
-        *QueryDepthLimiter(max_depth=max_depth).validation_rules,
-        *MaxAliasesLimiter(max_alias_count=max_aliases).validation_rules,
-    ]
+    # The limiters' validation rule is built once: a fresh rule class per request would
+    # make every request miss the validation cache (its key includes the rules). It replaces
+    # strawberry's depth and alias limiters, which expand every fragment spread (exponential
+    # in a small document); it measures each fragment once.
+    rules: list[type[ASTValidationRule]] = [shape_limits(max_depth, max_aliases, max_spreads)]
     # Factories: a fresh extension per request (the parse and validation caches are shared).
     extensions: list[Callable[[], SchemaExtension]] = [
         lambda: AddValidationRules(rules),
@@ -75,6 +76,8 @@ def build_schema(
         types=[Member, Transfer, Hold, Partner, SettlementPeriod],
         config=StrawberryConfig(auto_camel_case=True),
         extensions=extensions,
+        # One exact format for every Decimal input (schema/scalars.py).
+        scalar_overrides=SCALAR_OVERRIDES,
     )
 
 

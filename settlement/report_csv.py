@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import csv
 import io
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
+from ledger.amounts import InvalidDecimal, parse_decimal
 from ledger.errors import DomainError, ErrorCode
 from settlement.records import ReportLine
 
@@ -55,13 +56,13 @@ def parse_report_csv(content: str) -> list[ReportLine]:
             if len(row) != len(HEADER):
                 raise _invalid(line, f"expected {len(HEADER)} fields, found {len(row)}")
             reference, kind, points_text, amount_text = (field.strip() for field in row)
-            if not points_text.isdigit():
+            if not (points_text.isascii() and points_text.isdigit()):  # not "١٠" either
                 raise _invalid(line, f"points {points_text!r} is not a whole number")
             amount = None
             if amount_text:
-                try:
-                    amount = Decimal(amount_text)
-                except InvalidOperation:
+                try:  # the API's Decimal format exactly: not "1_000", "1e3" or "١٠"
+                    amount = parse_decimal(amount_text)
+                except InvalidDecimal:
                     raise _invalid(line, f"amount {amount_text!r} is not a number") from None
             check_line(line, reference, kind.upper(), int(points_text), amount)
             records.append(ReportLine(reference, kind.upper(), int(points_text), amount))

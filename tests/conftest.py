@@ -6,6 +6,7 @@ Tests share one database and stay independent by creating their own partners and
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import uuid
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from api.settings import Settings
 from db.engine import create_engine
 from db.migrate import upgrade
 from partners.caller import Caller
@@ -160,24 +162,22 @@ OPERATOR = Caller(client_id="test-operator", partner_id=None, scopes=frozenset({
 # ---- a served API over real HTTP ---------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def server(database_url: str) -> Iterator[str]:
-    """The app served by uvicorn on a free port in a background thread; yields its base URL."""
+@contextlib.contextmanager
+def serving(app: Any, settings: Settings) -> Iterator[str]:
+    """Serve `app` as `coalition serve` does (api.http_server's configuration and limits), by
+    uvicorn on a free port in a background thread; yields its base URL."""
     import socket
     import threading
     import time
 
     import uvicorn
 
-    os.environ.setdefault("COALITION_DATA_DIR", str(ROOT / ".coalition-test"))
-    os.environ["COALITION_REVOCATION_REFRESH"] = "0.5"
-    from api.app import create_app
+    from api.http_server import uvicorn_config
 
-    app = create_app(database_url, run_expiry=False)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn_config(app, settings, port=port, log_level="warning")
     instance = uvicorn.Server(config)
     thread = threading.Thread(target=instance.run, daemon=True)
     thread.start()
@@ -186,9 +186,24 @@ def server(database_url: str) -> Iterator[str]:
         if time.time() > deadline or not thread.is_alive():
             raise RuntimeError("the test server did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    instance.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        instance.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def server(database_url: str) -> Iterator[str]:
+    """The app served over real HTTP for the session; yields its base URL."""
+    os.environ.setdefault("COALITION_DATA_DIR", str(ROOT / ".coalition-test"))
+    os.environ["COALITION_REVOCATION_REFRESH"] = "0.5"
+    from api.app import create_app
+    from api.settings import load_settings
+
+    settings = load_settings()
+    with serving(create_app(database_url, settings=settings, run_expiry=False), settings) as url:
+        yield url
 
 
 class Api:

@@ -14,12 +14,16 @@ from tests.conftest import Api, unique_phone
 MIB = 1024 * 1024
 
 
-def _nested_member_query(levels: int) -> str:
+def _member_levels(levels: int) -> str:
     """member > transfers > nodes > member > transfers > nodes > ... `levels` times."""
     inner = "id"
     for _ in range(levels):
         inner = f"member {{ id transfers(first: 1) {{ nodes {{ {inner} }} }} }}"
-    return f"query($id: ID!) {{ transfer(id: $id) {{ {inner} }} }}"
+    return inner
+
+
+def _nested_member_query(levels: int) -> str:
+    return f"query($id: ID!) {{ transfer(id: $id) {{ {_member_levels(levels)} }} }}"
 
 
 def _body(query: str, padding: str) -> bytes:
@@ -45,7 +49,12 @@ async def test_query_depth_limit(engine: AsyncEngine, server: str) -> None:
     deep = shop.api.gql(_nested_member_query(4), {"id": earn["id"]})  # depth 14
     assert deep.get("data") is None
     assert deep["errors"] and "depth" in deep["errors"][0]["message"].lower()
-    assert "INTERNAL_ERROR" not in error_codes(deep)
+    assert error_codes(deep) == ["MAX_DEPTH_EXCEEDED"]
+    # Depth hidden in a fragment counts as well.
+    hidden = "query($id: ID!) { transfer(id: $id) { ...T } }"
+    hidden += f" fragment T on Transfer {{ {_member_levels(4)} }}"
+    body = shop.api.gql(hidden, {"id": earn["id"]})
+    assert body.get("data") is None and error_codes(body) == ["MAX_DEPTH_EXCEEDED"], body
 
 
 async def test_alias_limit(engine: AsyncEngine, server: str) -> None:
@@ -57,6 +66,7 @@ async def test_alias_limit(engine: AsyncEngine, server: str) -> None:
     body = shop.api.gql(too_many)
     assert body.get("data") is None
     assert body["errors"] and "alias" in body["errors"][0]["message"].lower()
+    assert error_codes(body) == ["MAX_ALIASES_EXCEEDED"]
     # Aliases hidden in fragments count as well.
     fragment = (
         "query { ...F } fragment F on Query { "
@@ -64,7 +74,7 @@ async def test_alias_limit(engine: AsyncEngine, server: str) -> None:
         + " }"
     )
     body = shop.api.gql(fragment)
-    assert body.get("data") is None and body["errors"]
+    assert body.get("data") is None and error_codes(body) == ["MAX_ALIASES_EXCEEDED"]
 
 
 async def test_token_limit(engine: AsyncEngine, server: str) -> None:

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from schema.cost import CostLimiter, operation_cost
 from schema.root import build_schema
 from tests.conftest import Api, make_client, unique_slug
+from tests.security.serving import ManualClock, limited_app, serve
 
 SCHEMA = build_schema()._schema
 
@@ -114,6 +110,26 @@ def test_the_bucket_refuses_what_it_cannot_hold_and_refills_over_time() -> None:
     assert limiter.available("a") == 100  # a refusal costs nothing
 
 
+def test_a_refusal_for_a_limit_is_charged_but_never_below_empty() -> None:
+    now = [0.0]
+    limiter = CostLimiter(capacity=100, restore_rate=10, clock=lambda: now[0], refusal_cost=30)
+    refused = limiter.refuse("a", 500)
+    assert not refused.allowed and refused.charged == 30 and refused.available == 70
+    assert refused.retry_after is None  # it can never run as written: no point in waiting
+    assert refused.figures() == {
+        "cost": 500,
+        "available": 70,
+        "capacity": 100,
+        "restoreRate": 10,
+        "charged": 30,
+    }
+    limiter.take("a", 60)
+    assert limiter.refuse("a", 500).charged == 10  # what was left
+    assert limiter.available("a") == 0
+    now[0] += 1.0
+    assert limiter.available("a") == 10  # and it refills as usual
+
+
 def test_the_limiter_forgets_full_buckets_when_it_holds_many() -> None:
     now = [0.0]
     limiter = CostLimiter(capacity=10, restore_rate=10, clock=lambda: now[0], max_clients=3)
@@ -128,36 +144,27 @@ def test_the_limiter_forgets_full_buckets_when_it_holds_many() -> None:
     assert not CostLimiter(capacity=10, restore_rate=0).enabled
 
 
-# ---- over HTTP, on an app of its own with a small bucket -------------------------------
+# ---- over HTTP, on an app of its own with a small bucket and a hand-moved clock ----------
 
 
 @pytest.fixture(scope="module")
-def limited_server(database_url: str, server: str) -> Iterator[str]:
-    """The app with a 30-point bucket refilling 2 points a second (the `server` fixture has
-    already set the data directory, so this app signs with the same key)."""
-    import uvicorn
+def clock() -> ManualClock:
+    return ManualClock()
 
-    from api.app import create_app
-    from api.settings import load_settings
 
-    assert os.environ.get("COALITION_DATA_DIR")
-    settings = dataclasses.replace(load_settings(), rate_limit_capacity=30, rate_limit_restore=2)
-    app = create_app(database_url, settings=settings, run_expiry=False)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    instance = uvicorn.Server(config)
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not instance.started:
-        if time.time() > deadline or not thread.is_alive():
-            raise RuntimeError("the rate-limited test server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    instance.should_exit = True
-    thread.join(timeout=10)
+@pytest.fixture(scope="module")
+def limited_server(database_url: str, server: str, clock: ManualClock) -> Iterator[str]:
+    """The app with a 30-point bucket refilling 2 points a second, a refusal for a limit
+    charged 7 points, and time standing still unless the test moves `clock`."""
+    app = limited_app(
+        database_url,
+        clock,
+        rate_limit_capacity=30,
+        rate_limit_restore=2,
+        rate_limit_refusal_cost=7,
+    )
+    with serve(app) as url:
+        yield url
 
 
 PARTNERS_10 = "{ partners(first: 10) { nodes { id } } }"  # 1 + 10 = 11 points
@@ -166,7 +173,7 @@ CREATE = """mutation($input: CreatePartnerInput!) { createPartner(input: $input)
 
 
 async def test_rate_limited_over_http_then_recovers(
-    engine: AsyncEngine, limited_server: str
+    engine: AsyncEngine, limited_server: str, clock: ManualClock
 ) -> None:
     operator = Api(limited_server, *(await make_client(engine, None, ["operator"])))
     other = Api(limited_server, *(await make_client(engine, None, ["operator"])))
@@ -181,37 +188,54 @@ async def test_rate_limited_over_http_then_recovers(
         "restoreRate": 2,
     }
     second = operator.gql(PARTNERS_10)
-    assert "errors" not in second and 8 <= second["extensions"]["cost"]["available"] < 11
+    assert "errors" not in second and second["extensions"]["cost"]["available"] == 8
 
-    # 12 points with about 8 available: refused before anything runs (no partner is created).
+    # 12 points with 8 available: refused before anything runs (no partner is created).
     slug = unique_slug()
     refused = operator.gql(CREATE, {"input": {"name": "Throttled", "slug": slug, "earnRate": "1"}})
     assert refused["data"] is None
     [error] = refused["errors"]
     figures = error["extensions"]
-    assert figures["code"] == "RATE_LIMITED"
-    assert figures["cost"] == 12 and figures["capacity"] == 30 and figures["restoreRate"] == 2
-    assert 8 <= figures["available"] < 11
-    assert 0 < figures["retryAfterSeconds"] <= 2.0
+    assert figures == {
+        "code": "RATE_LIMITED",
+        "cost": 12,
+        "available": 8,
+        "capacity": 30,
+        "restoreRate": 2,
+        "retryAfterSeconds": 2.0,  # 4 points missing at 2 a second
+    }
     assert refused["extensions"]["cost"]["cost"] == 12
 
     # Another client is not affected.
-    assert "errors" not in other.gql(PARTNERS_10)
+    assert other.gql(PARTNERS_10)["extensions"]["cost"]["available"] == 19
 
-    # A single operation dearer than the whole bucket can never run.
+    # A single operation dearer than the whole bucket can never run; refusing it is charged.
     huge = other.gql("{ partners(first: 100) { nodes { id } } }")
     assert huge["data"] is None
-    assert huge["errors"][0]["extensions"]["code"] == "MAX_COST_EXCEEDED"
-    assert huge["errors"][0]["extensions"]["retryAfterSeconds"] is None
+    [error] = huge["errors"]
+    assert error["extensions"]["code"] == "MAX_COST_EXCEEDED"
+    assert error["extensions"]["retryAfterSeconds"] is None
+    assert huge["extensions"]["cost"]["charged"] == 7
+    assert huge["extensions"]["cost"]["available"] == 19 - 7
 
-    # After the advertised wait, the same request goes through.
-    time.sleep(figures["retryAfterSeconds"] + 0.1)
+    # Before the advertised wait is over, still refused; after it, the same request goes
+    # through and takes exactly what had come back (being throttled cost nothing).
+    clock.advance(1.5)  # 8 + 3 points: one short
+    early = operator.gql(CREATE, {"input": {"name": "Early", "slug": slug, "earnRate": "1"}})
+    assert early["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+    assert early["errors"][0]["extensions"]["retryAfterSeconds"] == 0.5
+    clock.advance(0.5)
     created = operator.gql(CREATE, {"input": {"name": "Later", "slug": slug, "earnRate": "1"}})
     assert "errors" not in created, created
     payload = created["data"]["createPartner"]
     assert payload["errors"] == []
-    assert created["extensions"]["cost"]["cost"] == 12
-    # Exactly one partner with that slug: the refused request created nothing.
+    assert created["extensions"]["cost"] == {
+        "cost": 12,
+        "available": 0,
+        "capacity": 30,
+        "restoreRate": 2,
+    }
+    # Exactly one partner with that slug: the refused requests created nothing.
     async with engine.connect() as conn:
         count = (
             await conn.execute(text("SELECT count(*) FROM partners WHERE slug = :s"), {"s": slug})
