@@ -9,12 +9,20 @@ so far. They are compared with the booked ones per (transfer, issuer, debtor, cr
 kind). For a closed period it also checks that gross lines equal the obligations, positions
 equal the lines and sum to zero, every party's instructions add up to its net, and there are
 at most N − 1 instructions for N parties with a non-zero position.
+
+Rounding is independent too: the SQL returns each expected amount exactly (points × unit
+price × 10^exponent, as numeric) and Python rounds it half to even to minor units with
+`decimal` (`minor_units`), never through the `round_half_even` SQL function the booking code
+uses, so a rounding bug in the booking is reported rather than repeated. The rows are
+streamed, so memory does not grow with the period.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Context, Decimal
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -111,11 +119,11 @@ reversals AS (
   FROM shares
 )
 SELECT transfer_id, issuer, debtor, creditor, kind, points,
-       round_half_even(points * unit * scale) AS amount
+       points * unit * scale AS exact_upto, 0::numeric AS exact_before
 FROM owed WHERE transfer_id IN (SELECT id FROM inperiod)
 UNION ALL
 SELECT transfer_id, issuer, debtor, creditor, kind, points,
-       round_half_even(upto * unit * scale) - round_half_even((upto - points) * unit * scale)
+       upto * unit * scale, (upto - points) * unit * scale
 FROM cumulative WHERE points > 0 AND transfer_id IN (SELECT id FROM inperiod)
 """
 
@@ -132,16 +140,47 @@ _COMPARE = text(
     SELECT COALESCE(e.transfer_id, a.transfer_id) AS transfer_id,
            COALESCE(e.debtor, a.debtor) AS debtor, COALESCE(e.creditor, a.creditor) AS creditor,
            COALESCE(e.kind, a.kind) AS kind, e.points AS expected_points,
-           a.points AS actual_points, e.amount AS expected_amount, a.amount AS actual_amount,
-           a.copies, count(*) OVER () AS total
+           a.points AS actual_points, e.exact_upto, e.exact_before,
+           a.amount AS actual_amount, a.copies
     FROM expected e FULL JOIN actual a
       ON a.transfer_id = e.transfer_id AND a.kind = e.kind AND a.debtor = e.debtor
      AND a.creditor = e.creditor AND a.issuer IS NOT DISTINCT FROM e.issuer
-    WHERE e.transfer_id IS NULL OR a.transfer_id IS NULL OR a.copies > 1
-       OR e.points <> a.points OR e.amount <> a.amount
-    ORDER BY 1, 2, 3, 4 LIMIT :limit
     """
 )
+
+# Wide enough for any numeric(20, 6) price times any bigint of points times 10^exponent.
+_EXACT = Context(prec=80, rounding=ROUND_HALF_EVEN)
+
+
+def minor_units(exact: Decimal) -> int:
+    """An exact amount in minor units, rounded half to even (banker's rounding) to an integer:
+    12.5 → 12, 13.5 → 14, −2.5 → −2."""
+    return int(exact.quantize(Decimal(1), context=_EXACT))
+
+
+def expected_amount(exact_upto: Decimal | None, exact_before: Decimal | None) -> int | None:
+    """What an obligation must amount to: its cumulative amount rounded, less what the earlier
+    parts (of a partial reversal) were rounded to; None when the ledger names no price."""
+    if exact_upto is None or exact_before is None:
+        return None
+    return minor_units(exact_upto) - minor_units(exact_before)
+
+
+def _order(d: Difference) -> tuple[tuple[bool, str], ...]:
+    """Transfer, debtor, creditor, kind; a missing value last."""
+    values = (d.transfer_id, d.party_id, d.counterparty_id, d.kind)
+    return tuple((v is None, str(v or "")) for v in values)
+
+
+def _differs(row: Any, expected: int | None) -> bool:
+    return (
+        row.expected_points is None
+        or row.actual_points is None
+        or (row.copies or 1) > 1
+        or row.expected_points != row.actual_points
+        or expected != row.actual_amount
+    )
+
 
 _FROZEN_CHECKS = text(
     f"""
@@ -224,19 +263,27 @@ async def verify_period(conn: AsyncConnection, period_id: uuid.UUID) -> Verifica
         .replace(":adjustment", "CAST(:adjustment AS uuid)")
     )
     differences: list[Difference] = []
-    for row in await conn.execute(text(sql), params):
+    rows = await conn.stream(text(sql).execution_options(yield_per=10_000), params)
+    async for row in rows:
+        expected = expected_amount(row.exact_upto, row.exact_before)
+        if not _differs(row, expected):
+            continue
         differences.append(
             Difference(
                 check="OBLIGATION",
                 message=_obligation_message(row),
-                expected=row.expected_amount,
-                actual=row.actual_amount,
+                expected=expected,
+                actual=None if row.actual_amount is None else int(row.actual_amount),
                 transfer_id=row.transfer_id,
                 party_id=row.debtor,
                 counterparty_id=row.creditor,
                 kind=row.kind,
             )
         )
+        if len(differences) >= MAX_DIFFERENCES:
+            await rows.close()
+            break
+    differences.sort(key=_order)
     if period.status != "OPEN":
         for row in await conn.execute(_FROZEN_CHECKS, params):
             check, party, counterparty, kind, expected, actual = tuple(row)

@@ -29,13 +29,36 @@ async def test_enroll_normalizes_phones_and_is_idempotent(engine: AsyncEngine, s
     assert first["id"] == second["id"] == third["id"]
     assert first["partnerRef"] == second["partnerRef"] == "CARD-1"
     # Partners see the phone masked, but enough to confirm with the customer.
-    assert first["phone"] != phone
-    assert first["phone"].startswith("+7") and first["phone"].endswith(phone[-2:])
-    assert "*" in first["phone"] and phone[5:-2] not in first["phone"]
+    assert first["phone"] == f"{phone[:5]}*****{phone[-2:]}"  # +7912*****89
     # Every spelling finds the same member.
     for spelling in (phone, _national(phone), _pretty(phone)):
         found = shop.api.data(MEMBER, {"ref": {"phone": spelling}})["member"]
         assert found is not None and found["id"] == first["id"], spelling
+
+
+# The README's mask, `+7912*****89`: the country code and the first digits (four digits
+# after "+"), then one star per hidden digit, then the last two digits.
+MASKS = {
+    "8 912 345-67-89": ("+79123456789", "+7912*****89"),  # Russia, written nationally
+    "+1 201-555-0123": ("+12015550123", "+1201*****23"),  # United States
+    "+44 7400 123456": ("+447400123456", "+4474******56"),  # United Kingdom
+    "+49 1512 3456789": ("+4915123456789", "+4915*******89"),  # Germany, 13 digits
+    "+65 8123 4567": ("+6581234567", "+6581****67"),  # Singapore, 10 digits
+}
+
+
+async def test_partners_see_exactly_the_masked_phone_the_readme_shows(
+    engine: AsyncEngine, server: str, operator_api: Api
+) -> None:
+    shop = await make_shop(engine, server)
+    for typed, (e164, masked) in MASKS.items():
+        enrolled = shop.enroll(typed)
+        assert enrolled["phone"] == masked, typed
+        # The same mask on every read, and the operator sees the whole number.
+        found = shop.api.data(MEMBER, {"ref": {"phone": e164}})["member"]
+        assert found["phone"] == masked and found["id"] == enrolled["id"], typed
+        seen = operator_api.data(MEMBER, {"ref": {"id": enrolled["id"]}})["member"]
+        assert seen["phone"] == e164, typed
 
 
 async def test_the_same_phone_is_one_member_across_partners(

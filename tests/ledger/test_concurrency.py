@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -18,7 +19,8 @@ from db.engine import create_engine
 from ledger.errors import DomainError, ErrorCode
 from members.points import earn_points
 from members.service import MemberRef
-from tests.conftest import make_partner, partner_caller
+from tests.api.helpers import EARN, Shop, make_shop
+from tests.conftest import make_partner, partner_caller, unique_phone
 from tests.ledger import helpers as h
 
 T = TypeVar("T")
@@ -219,3 +221,136 @@ async def test_parallel_earns_with_one_idempotency_key_book_one_transfer(
         await h.assert_invariants(c, [member])
     assert booked == 1
     assert (await h.balance(wide, member)).available == 42
+
+
+# ---- deadlocks and serialization failures are retried by the mutation layer ---------------
+#
+# A real deadlock cannot be produced on demand, so PostgreSQL is made to report one: a trigger
+# on the table a mutation writes raises the SQLSTATE for its first `failures` runs, counted in
+# a sequence (nextval survives the rollback of the failed attempt, so it counts every attempt
+# the server made). The trigger fires only for one test partner's rows.
+
+
+@asynccontextmanager
+async def _failing_writes(
+    engine: AsyncEngine, table: str, partner_id: uuid.UUID, state: str, failures: int
+) -> AsyncIterator[Callable[[], Awaitable[int]]]:
+    """`table`'s inserts for the partner fail with `state` the first `failures` times; yields
+    a function returning how many inserts were attempted."""
+    name = f"fail_{uuid.uuid4().hex[:12]}"
+    async with engine.begin() as c:
+        await c.execute(text(f"CREATE SEQUENCE {name}"))
+        await c.execute(
+            text(
+                f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                f" IF nextval('{name}') <= {failures} THEN"
+                f"   RAISE EXCEPTION 'injected {state}' USING ERRCODE = '{state}';"
+                " END IF; RETURN NEW; END $$"
+            )
+        )
+        await c.execute(
+            text(
+                f"CREATE TRIGGER {name} BEFORE INSERT ON {table} FOR EACH ROW"
+                f" WHEN (NEW.partner_id = '{partner_id}') EXECUTE FUNCTION {name}()"
+            )
+        )
+
+    async def attempts() -> int:
+        async with engine.connect() as c:
+            row = (await c.execute(text(f"SELECT last_value, is_called FROM {name}"))).one()
+        return int(row.last_value) if row.is_called else 0
+
+    try:
+        yield attempts
+    finally:
+        async with engine.begin() as c:
+            await c.execute(text(f"DROP TRIGGER {name} ON {table}"))
+            await c.execute(text(f"DROP FUNCTION {name}()"))
+            await c.execute(text(f"DROP SEQUENCE {name}"))
+
+
+async def _earn_over_http(shop: Shop, phone: str, idempotency_key: str) -> dict[str, Any]:
+    body = await asyncio.to_thread(
+        shop.api.gql,
+        EARN,
+        {
+            "input": {
+                "member": {"phone": phone},
+                "amount": "70",
+                "reference": "receipt-retry",
+                "idempotencyKey": idempotency_key,
+            }
+        },
+    )
+    return body
+
+
+@pytest.mark.parametrize("state", ["40P01", "40001"])  # deadlock, serialization failure
+async def test_a_deadlocked_earn_is_retried_and_booked_once(
+    engine: AsyncEngine, server: str, state: str
+) -> None:
+    shop = await make_shop(engine, server)
+    phone = unique_phone()
+    await asyncio.to_thread(shop.enroll, phone)
+    ikey = h.key()
+    async with _failing_writes(engine, "transfers", shop.raw_id, state, failures=1) as attempts:
+        body = await _earn_over_http(shop, phone, ikey)
+        assert await attempts() == 2  # the failed attempt and the one that booked it
+    assert "errors" not in body, body
+    assert body["data"]["earnPoints"]["errors"] == []
+    assert body["data"]["earnPoints"]["points"] == 70
+    assert await asyncio.to_thread(shop.balance, {"phone": phone}) == {
+        "available": 70,
+        "pending": 0,
+        "held": 0,
+        "debt": 0,
+    }
+    async with engine.connect() as c:
+        booked = await c.scalar(
+            text("SELECT count(*) FROM transfers WHERE partner_id = :p"), {"p": shop.raw_id}
+        )
+    assert booked == 1
+
+
+async def test_a_deadlocked_transaction_is_retried(engine: AsyncEngine, server: str) -> None:
+    """The same for a mutation run in a BEGIN ... COMMIT transaction (enrollMember)."""
+    shop = await make_shop(engine, server)
+    phone = unique_phone()
+    async with _failing_writes(engine, "memberships", shop.raw_id, "40P01", failures=1) as tries:
+        member = await asyncio.to_thread(shop.enroll, phone, "CARD-7")
+        assert await tries() == 2
+    assert member["partnerRef"] == "CARD-7"
+    async with engine.connect() as c:
+        enrolled = await c.scalar(
+            text("SELECT count(*) FROM memberships WHERE partner_id = :p"), {"p": shop.raw_id}
+        )
+    assert enrolled == 1
+
+
+async def test_retries_are_bounded_and_other_errors_are_not_retried(
+    engine: AsyncEngine, server: str
+) -> None:
+    from schema.mutation import MAX_ATTEMPTS
+
+    shop = await make_shop(engine, server)
+    phone = unique_phone()
+    await asyncio.to_thread(shop.enroll, phone)
+    ikey = h.key()
+    # Deadlocked every time: given up after MAX_ATTEMPTS, nothing booked, no key kept.
+    async with _failing_writes(engine, "transfers", shop.raw_id, "40P01", failures=99) as tries:
+        body = await _earn_over_http(shop, phone, ikey)
+        assert await tries() == MAX_ATTEMPTS
+    assert [e["extensions"]["code"] for e in body["errors"]] == ["INTERNAL_ERROR"]
+    # Any other database error is not a race: it is not run again.
+    async with _failing_writes(engine, "transfers", shop.raw_id, "XX000", failures=99) as tries:
+        body = await _earn_over_http(shop, phone, ikey)
+        assert await tries() == 1
+    assert [e["extensions"]["code"] for e in body["errors"]] == ["INTERNAL_ERROR"]
+    async with engine.connect() as c:
+        booked = await c.scalar(
+            text("SELECT count(*) FROM transfers WHERE partner_id = :p"), {"p": shop.raw_id}
+        )
+    assert booked == 0
+    # Nothing was kept, not even the key: the same request now books once.
+    body = await _earn_over_http(shop, phone, ikey)
+    assert body["data"]["earnPoints"]["errors"] == [] and body["data"]["earnPoints"]["points"] == 70

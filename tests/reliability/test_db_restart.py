@@ -9,8 +9,11 @@ it again. It proves:
 - during the outage every request is answered promptly and cleanly: a GraphQL error with
   `extensions.code = SERVICE_UNAVAILABLE` (no stack trace, no INTERNAL_ERROR), and
   `/healthz` answers 503;
-- after PostgreSQL is back, requests succeed again within seconds, reads and writes, with
-  the same server process (its pool drops the dead connections by itself);
+- after PostgreSQL is back, the same server process succeeds again at the first attempt:
+  the first `/healthz` and every client's first request sent once PostgreSQL accepts
+  connections succeed (its pool drops the dead connections by itself), and so does everything
+  after; counted in attempts rather than seconds, so a slow machine cannot make it flaky (the
+  time it took is printed);
 - no write was lost or doubled: every acknowledged earn is booked once, and every earn that
   failed during the outage, retried with its key, is booked at most once.
 """
@@ -20,12 +23,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import text
 
 from db.embedded import embedded_socket_dir, ensure_database
@@ -76,6 +83,17 @@ def classify(response: httpx.Response, operation: str) -> str:
     return "refused" if (body["data"][operation] or {}).get("errors") else "ok"
 
 
+@pytest.fixture
+def cluster_dir() -> Iterator[Path]:
+    """A directory for the test's own cluster, outside pytest's base temporary directory: when
+    running as root, PostgreSQL runs as the `pgserver` user, which must be able to traverse
+    the path, and every pytest session that starts meanwhile (another suite on the same
+    machine) makes `/tmp/pytest-of-root` private again, locking the cluster out mid-test."""
+    path = Path(tempfile.mkdtemp(prefix="coalition-db-restart-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 class Load:
     """Earns with unique keys from WORKERS concurrent clients, recording every outcome."""
 
@@ -83,7 +101,8 @@ class Load:
         self.served = served
         self.bearer = bearer
         self.phones = phones
-        self.outcomes: list[tuple[float, str, str, float]] = []  # (time, key, outcome, latency)
+        # (time sent, key, outcome, latency, worker)
+        self.outcomes: list[tuple[float, str, str, float, int]] = []
         self.acknowledged: dict[str, str] = {}
         self.failed: dict[str, dict[str, Any]] = {}
         self.stop = asyncio.Event()
@@ -113,17 +132,32 @@ class Load:
             )
             latency = time.monotonic() - started
             outcome = classify(response, "earnPoints")
-            self.outcomes.append((started, key, outcome, latency))
+            self.outcomes.append((started, key, outcome, latency, n))
             if outcome == "ok":
                 self.acknowledged[key] = response.json()["data"]["earnPoints"]["transfer"]["id"]
             else:
                 self.failed[key] = request
                 await asyncio.sleep(0.02)
 
+    async def first_after(self, moment: float) -> dict[int, tuple[str, float]]:
+        """Each worker's first request sent after `moment`: its outcome and how long after
+        `moment` it was answered (waits for them)."""
+        guard = time.monotonic() + 60  # against a hang only; no timing is asserted here
+        while True:
+            firsts: dict[int, tuple[str, float]] = {}
+            for sent, _, outcome, latency, worker in self.outcomes:
+                if sent >= moment and worker not in firsts:
+                    firsts[worker] = (outcome, sent + latency - moment)
+            if len(firsts) == WORKERS:
+                return firsts
+            assert time.monotonic() < guard, f"no answers after PostgreSQL came back: {firsts}"
+            await asyncio.sleep(0.05)
+
 
 async def test_server_answers_cleanly_while_postgresql_is_down_and_recovers_by_itself(
-    tmp_path: Path,
+    cluster_dir: Path,
 ) -> None:
+    tmp_path = cluster_dir
     pgdata = tmp_path / "pg"
     socket_dir = await asyncio.to_thread(embedded_socket_dir, pgdata)
     await asyncio.to_thread(ensure_database, socket_dir, "coalition")
@@ -179,15 +213,21 @@ async def test_server_answers_cleanly_while_postgresql_is_down_and_recovers_by_i
         await asyncio.to_thread(start_postgres, pgdata, socket_dir)
         up_at = time.monotonic()
 
-        # Recovery without a restart of the server: within a few seconds, and for good.
-        deadline = up_at + 10
+        # Recovery without a restart of the server, at the first attempt (README: "within a
+        # fraction of a second"): the first health check, and each worker's first earn sent
+        # once PostgreSQL accepts connections again.
         async with httpx.AsyncClient(base_url=served.base_url, timeout=30) as http:
-            while (await http.get("/healthz")).status_code != 200:
-                assert time.monotonic() < deadline, "healthz did not recover"
-                await asyncio.sleep(0.1)
-        while not any(o[0] >= up_at and o[2] == "ok" for o in load.outcomes):
-            assert time.monotonic() < deadline, load.outcomes[-5:]
-            await asyncio.sleep(0.1)
+            health = await http.get("/healthz")
+        assert health.status_code == 200, health.text
+        firsts = await load.first_after(up_at)
+        outcomes = {worker: outcome for worker, (outcome, _) in firsts.items()}
+        assert outcomes == dict.fromkeys(range(WORKERS), "ok"), firsts
+        # And promptly: answered ~0.06 s after PostgreSQL was back here. 1 s is the loosest
+        # reading of "a fraction of a second", room enough for a loaded shared machine, and
+        # still fails a server that waits out a reconnect backoff, a pool timeout (30 s) or a
+        # request that hangs through the restart.
+        slowest = max(answered for _, answered in firsts.values())
+        assert slowest < 1.0, f"answered {slowest:.2f} s after PostgreSQL was back"
         recovered_after = (
             min(o[0] + o[3] for o in load.outcomes if o[0] >= up_at and o[2] == "ok") - up_at
         )

@@ -9,6 +9,11 @@ variables or inlined as GraphQL literals. For every request:
 - a rejected request (GraphQL errors, or payload `errors`) changed nothing: the row counts of
   the ledger, member, partner and client tables are what they were before it.
 
+A fuzzer whose every request dies in GraphQL validation would pass all of that while testing
+nothing past the parser, so the run also proves it reaches the resolvers: each mutation's
+valid input (the control, sent as variables and inlined) gets past validation, and a good
+fraction of the fuzzed requests do too (booked, or refused by the domain with a coded error).
+
 `closeSettlementPeriod` closes the one shared OPEN period, so only invalid cutoffs are sent
 (and it must refuse every one of them); `updateCoalitionSettings` is put back after any
 example that it accepted.
@@ -26,11 +31,12 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import httpx
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ledger.errors import ErrorCode
 from schema.relay import to_global_id
 from tests.api.helpers import key
 from tests.conftest import (
@@ -43,6 +49,13 @@ from tests.conftest import (
 )
 
 EXAMPLES = int(os.environ.get("COALITION_FUZZ_EXAMPLES", "25"))  # per mutation
+# Outcomes of a request that got past GraphQL validation and ran its resolver.
+REACHED = {"accepted", "payload errors", "coded error"}
+# Of the fuzzed requests, at least this share must reach a resolver. A run reaches about 30 %
+# (most fuzz is of the wrong type and is refused by validation, as it should be); 15 % is
+# far below what chance gives over 325 requests, and far above zero.
+MIN_REACHED_SHARE = 0.15
+DOMAIN_CODES = {code.value for code in ErrorCode}
 LEAK_MARKERS = (
     "Traceback",
     "Error(",
@@ -265,6 +278,7 @@ class World:
     counts: Callable[[], dict[str, int]]
     fuzzed: list[int] = field(default_factory=lambda: [0])
     outcomes: dict[str, int] = field(default_factory=dict)
+    reached: dict[str, int] = field(default_factory=dict)  # fuzzed requests, per mutation
 
 
 MUTATIONS: dict[str, tuple[str, str, str]] = {
@@ -289,7 +303,13 @@ MUTATIONS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def strategies(w: World) -> dict[str, st.SearchStrategy[dict[str, Any]]]:
+def strategies(
+    w: World,
+) -> tuple[
+    dict[str, st.SearchStrategy[dict[str, Any]]],
+    dict[str, st.SearchStrategy[dict[str, Any]] | None],
+]:
+    """Per mutation: the fuzzed inputs, and its valid inputs (None: it has none to send)."""
     unique = st.builds(key)
     phones = st.one_of(
         st.sampled_from([w.phone, "+79123456789", "8 912 345-67-89", "+1 202 555 0100"]),
@@ -355,12 +375,17 @@ def strategies(w: World) -> dict[str, st.SearchStrategy[dict[str, Any]]]:
         },
     )
 
+    Inputs = st.SearchStrategy[dict[str, Any]]
+
     def mutation(
         valid: dict[str, st.SearchStrategy[Any]], fuzz: dict[str, st.SearchStrategy[Any]]
-    ) -> st.SearchStrategy[dict[str, Any]]:
-        return inputs(valid, fuzz)
+    ) -> tuple[Inputs, Inputs | None]:
+        control = st.fixed_dictionaries(valid).map(
+            lambda value: {k: v for k, v in value.items() if v is not OMIT}
+        )
+        return inputs(valid, fuzz), control
 
-    return {
+    both: dict[str, tuple[Inputs, Inputs | None]] = {
         "enrollMember": mutation(
             {"phone": st.builds(unique_phone), "partnerRef": maybe(references)},
             {"phone": phones, "partnerRef": strings},
@@ -489,7 +514,8 @@ def strategies(w: World) -> dict[str, st.SearchStrategy[dict[str, Any]]]:
                 "clearingFee": decimals,
             },
         ),
-        "closeSettlementPeriod": st.fixed_dictionaries({"cutoff": bad_cutoffs}),
+        # Closing the one shared period is never sent a valid input.
+        "closeSettlementPeriod": (st.fixed_dictionaries({"cutoff": bad_cutoffs}), None),
         "submitPartnerReport": mutation(
             {
                 "periodId": st.just(w.period_id),
@@ -503,6 +529,7 @@ def strategies(w: World) -> dict[str, st.SearchStrategy[dict[str, Any]]]:
             },
         ),
     }
+    return {n: fuzzed for n, (fuzzed, _) in both.items()}, {n: v for n, (_, v) in both.items()}
 
 
 # ---- one request -------------------------------------------------------------------------
@@ -536,10 +563,14 @@ def _describe(name: str, value: dict[str, Any], response: httpx.Response) -> str
     )
 
 
-def _check(w: World, name: str, value: dict[str, Any], inline: bool) -> None:
+def _check(
+    w: World, name: str, value: dict[str, Any], inline: bool, *, control: bool = False
+) -> str:
+    """Send one request and check it; its outcome. A control is not counted as fuzz."""
     before = w.counts()
     response = _send(w, name, value, inline)
-    w.fuzzed[0] += 1
+    if not control:
+        w.fuzzed[0] += 1
     sent = json.dumps(value)
     about = _describe(name, value, response)
     assert response.status_code < 500, about
@@ -555,14 +586,18 @@ def _check(w: World, name: str, value: dict[str, Any], inline: bool) -> None:
         assert "INTERNAL_ERROR" not in codes, about
         messages = [str(e.get("message")) for e in (*errors, *user_errors)]
         leaked = [m for m in LEAK_MARKERS for text in messages if m in text and m not in sent]
-        if errors:
+        if errors and codes <= DOMAIN_CODES:
+            outcome = "coded error"  # raised by the resolver, e.g. a malformed id
+        elif errors:
             outcome = "GraphQL error"
         elif payload is None or user_errors:
             outcome = "payload errors"
         else:
             outcome = "accepted"
     assert not leaked, about
-    w.outcomes[outcome] = w.outcomes.get(outcome, 0) + 1
+    if not control:
+        w.outcomes[outcome] = w.outcomes.get(outcome, 0) + 1
+        w.reached[name] = w.reached.get(name, 0) + (outcome in REACHED)
     if outcome != "accepted":
         after = w.counts()
         assert after == before, f"a refused request changed rows: {before} -> {after}: {about}"
@@ -570,6 +605,7 @@ def _check(w: World, name: str, value: dict[str, Any], inline: bool) -> None:
         assert outcome != "accepted", about
     if name == "updateCoalitionSettings" and outcome == "accepted":
         _restore_settings(w)
+    return outcome
 
 
 SETTINGS = "{ coalitionSettings { pointValue defaultRegion fundingModel clearingFee } }"
@@ -698,12 +734,22 @@ async def test_fuzzed_mutation_inputs_never_crash_and_never_half_write(
     engine: AsyncEngine, server: str
 ) -> None:
     w = await _world(engine, server)
-    per_mutation = strategies(w)
+    per_mutation, valid = strategies(w)
 
     failures: dict[str, BaseException] = {}
+    controls: dict[str, list[str]] = {}
 
     def fuzz() -> None:
         for name, strategy in per_mutation.items():
+            control = valid[name]
+            if control is not None:
+                value = find(control, lambda _: True, settings=settings(database=None))
+                try:
+                    controls[name] = [
+                        _check(w, name, value, inline, control=True) for inline in (False, True)
+                    ]
+                except Exception as exc:
+                    failures[f"{name} (control)"] = exc
 
             @settings(
                 max_examples=EXAMPLES,
@@ -725,5 +771,14 @@ async def test_fuzzed_mutation_inputs_never_crash_and_never_half_write(
     finally:
         await asyncio.to_thread(_restore_settings, w)
     assert not failures, "\n\n".join(f"{k}: {v}" for k, v in failures.items())
-    print(f"\nfuzz: {w.fuzzed[0]} requests over {len(per_mutation)} mutations: {w.outcomes}")
+    print(
+        f"\nfuzz: {w.fuzzed[0]} requests over {len(per_mutation)} mutations: {w.outcomes};"
+        f" reached a resolver, per mutation: {w.reached}; controls: {controls}"
+    )
     assert w.fuzzed[0] >= EXAMPLES * len(per_mutation)
+    # Every mutation's valid input gets past validation, as variables and inlined.
+    assert set(controls) == {n for n, v in valid.items() if v is not None}
+    assert {n: o for n, o in controls.items() if not set(o) <= REACHED} == {}
+    # And so does a good share of the fuzz: it tests the resolvers, not only the parser.
+    reached = sum(w.reached.values())
+    assert reached >= MIN_REACHED_SHARE * w.fuzzed[0], (reached, w.fuzzed[0], w.outcomes)

@@ -70,16 +70,18 @@ async def _coalition(engine: AsyncEngine, server: str) -> dict[str, Any]:
     return {"a": a, "b": b, "c": c, "apis": apis}
 
 
-def _by_slug(rows: list[dict[str, Any]], key_path: str) -> dict[str, dict[str, Any]]:
-    return {r[key_path]["partner"]["slug"]: r for r in rows if r[key_path]["partner"]}
-
-
 async def test_close_nets_positions_and_pays_in_at_most_n_minus_one(
     engine: AsyncEngine, server: str, operator_api: Api
 ) -> None:
+    # The README's worked example in a period of its own: what earlier tests booked is
+    # closed into the period before.
+    earlier = operator_api.data(CURRENT)["currentSettlementPeriod"]["id"]
+    flushed = operator_api.data(CLOSE, {"i": {"periodId": earlier}})["closeSettlementPeriod"]
+    assert flushed["errors"] == []
     world = await _coalition(engine, server)
     a, b, c = world["a"], world["b"], world["c"]
     open_id = operator_api.data(CURRENT)["currentSettlementPeriod"]["id"]
+    assert open_id != earlier
     closed = operator_api.data(CLOSE, {"i": {"periodId": open_id}})["closeSettlementPeriod"]
     assert closed["errors"] == [] and closed["period"]["status"] in ("CLOSED", "SETTLED")
     # A retried close of the same period is refused instead of closing the next one.
@@ -87,26 +89,50 @@ async def test_close_nets_positions_and_pays_in_at_most_n_minus_one(
     assert [e["code"] for e in again["errors"]] == ["PERIOD_NOT_FOUND"]
 
     period = operator_api.data(PERIOD, {"id": open_id})["settlementPeriod"]
-    mine = {a.slug, b.slug, c.slug}
-    lines = {
-        (o["debtor"]["partner"]["slug"], o["creditor"]["partner"]["slug"]): o
+    assert period["status"] == "CLOSED"
+    # The README's gross obligations, and nothing else (no fee: the clearing fee is 0).
+    assert sorted(
+        (
+            o["debtor"]["partner"]["slug"],
+            o["creditor"]["partner"]["slug"],
+            o["kind"],
+            o["points"],
+            Decimal(o["amount"]),
+        )
         for o in period["obligations"]
-        if o["kind"] == "REDEMPTION"
-        and o["debtor"]["partner"]
-        and o["debtor"]["partner"]["slug"] in mine
+    ) == sorted(
+        [
+            (a.slug, c.slug, "REDEMPTION", 200, Decimal("200.00")),  # A owes C
+            (b.slug, c.slug, "REDEMPTION", 350, Decimal("350.00")),  # B owes C
+            (b.slug, a.slug, "REDEMPTION", 100, Decimal("100.00")),  # B owes A
+        ]
+    )
+    # The README's positions: (receivable, payable, net) per party; no other party has one.
+    assert {
+        p["party"]["partner"]["slug"]: (
+            Decimal(p["receivable"]),
+            Decimal(p["payable"]),
+            Decimal(p["net"]),
+        )
+        for p in period["positions"]
+        if Decimal(p["receivable"]) or Decimal(p["payable"])
+    } == {
+        a.slug: (Decimal("100.00"), Decimal("200.00"), Decimal("-100.00")),
+        b.slug: (Decimal("0.00"), Decimal("450.00"), Decimal("-450.00")),
+        c.slug: (Decimal("550.00"), Decimal("0.00"), Decimal("550.00")),
     }
-    assert {k: (v["points"], Decimal(v["amount"])) for k, v in lines.items()} == {
-        (a.slug, c.slug): (200, Decimal("200.00")),
-        (b.slug, c.slug): (350, Decimal("350.00")),
-        (b.slug, a.slug): (100, Decimal("100.00")),
-    }
-    positions = _by_slug(period["positions"], "party")
-    assert Decimal(positions[a.slug]["net"]) == Decimal("-100.00")  # +100 from B, -200 to C
-    assert Decimal(positions[b.slug]["net"]) == Decimal("-450.00")
-    assert Decimal(positions[c.slug]["net"]) == Decimal("550.00")
-    assert sum(Decimal(p["net"]) for p in period["positions"]) == 0
-    nonzero = [p for p in period["positions"] if Decimal(p["net"]) != 0]
-    assert len(period["instructions"]) <= len(nonzero) - 1
+    # Payment instructions: B pays C 450.00, A pays C 100.00 (two payments for three parties).
+    assert sorted(
+        (
+            i["payer"]["partner"]["slug"],
+            i["payee"]["partner"]["slug"],
+            Decimal(i["amount"]),
+            i["paidAt"],
+        )
+        for i in period["instructions"]
+    ) == sorted(
+        [(b.slug, c.slug, Decimal("450.00"), None), (a.slug, c.slug, Decimal("100.00"), None)]
+    )
     assert period["verification"] == {"ok": True, "differences": []}
 
     # C's own view: its statement and only its own position.
@@ -231,3 +257,37 @@ async def test_reconciliation_over_the_api_finds_breaks_and_the_operator_resolve
         {"i": {"periodId": period_id, "records": [{"reference": "", "kind": "EARN", "points": 1}]}},
     )["submitPartnerReport"]
     assert [e["code"] for e in bad["errors"]] == ["REPORT_INVALID"]
+
+
+async def test_resolving_an_unknown_break_is_break_not_found_and_changes_nothing(
+    engine: AsyncEngine, server: str, operator_api: Api
+) -> None:
+    from sqlalchemy import text
+
+    from db.ids import new_id
+    from schema.relay import to_global_id
+
+    async def state() -> tuple[Any, ...]:
+        async with engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        "SELECT (SELECT count(*) FROM transfers) AS transfers,"
+                        " (SELECT count(*) FROM obligations) AS obligations,"
+                        " (SELECT count(*) FROM audit_log) AS audit,"
+                        " (SELECT count(*) FROM reconciliation_breaks"
+                        "  WHERE status <> 'OPEN') AS resolved"
+                    )
+                )
+            ).one()
+        return tuple(row)
+
+    before = await state()
+    unknown = to_global_id("ReconciliationBreak", new_id())
+    for action, note in (("ACCEPT", "fine"), ("ADJUST", "goodwill")):
+        result = operator_api.data(
+            RESOLVE, {"i": {"breakId": unknown, "action": action, "note": note}}
+        )["resolveReconciliationBreak"]
+        assert result["break"] is None, action
+        assert [e["code"] for e in result["errors"]] == ["BREAK_NOT_FOUND"], action
+    assert await state() == before
