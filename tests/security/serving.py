@@ -5,13 +5,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 from starlette.applications import Starlette
+
+from tests.conftest import serving
 
 
 class ManualClock:
@@ -45,23 +44,6 @@ def limited_app(database_url: str, clock: ManualClock, **settings: Any) -> Starl
 
 @contextlib.contextmanager
 def serve(app: Starlette) -> Iterator[str]:
-    """Serve `app` with uvicorn on a free port in a thread; yields its base URL."""
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    instance = uvicorn.Server(config)
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20  # only to fail instead of hanging
-    while not instance.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        instance.should_exit = True
-        thread.join(timeout=10)
+    """Serve `app` as `coalition serve` does, with its own settings; yields its base URL."""
+    with serving(app, app.state.platform.settings) as url:
+        yield url

@@ -11,7 +11,6 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +27,7 @@ from api.throttle import AuthThrottle, VerifierPool
 from partners import clients
 from partners.clients import ClientRecord, revoke_client, verify_secret
 from tests.api.helpers import make_shop, unique_phone
-from tests.conftest import make_client, make_partner
+from tests.conftest import make_client, make_partner, serving
 
 GRANT = {"grant_type": "client_credentials"}
 WINDOW = 60.0
@@ -66,28 +65,11 @@ class CountingVerify:
 @contextmanager
 def _serve(database_url: str, settings: Settings, **app_options: Any) -> Iterator[str]:
     """The app with these settings (and throttle, verifier), served over HTTP."""
-    import uvicorn
-
     from api.app import create_app
 
     app = create_app(database_url, settings=settings, run_expiry=False, **app_options)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    instance = uvicorn.Server(config)
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not instance.started:
-        if time.time() > deadline or not thread.is_alive():
-            raise RuntimeError("the guarded test server did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        instance.should_exit = True
-        thread.join(timeout=10)
+    with serving(app, settings) as url:
+        yield url
 
 
 @pytest.fixture
