@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from api.db_cli import app as db_app
 from api.ingest_cli import ingest
 from api.settlement_cli import app as settlement_app
 from db.embedded import database_url
@@ -22,6 +23,7 @@ app = typer.Typer(
 clients_app = typer.Typer(help="OAuth API clients.", no_args_is_help=True)
 app.add_typer(clients_app, name="clients")
 app.add_typer(settlement_app, name="settlement")
+app.add_typer(db_app, name="db")
 app.command("ingest")(ingest)
 console = Console()
 errors = Console(stderr=True)
@@ -46,20 +48,34 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     demo: Annotated[bool, typer.Option(help="Seed a demo coalition first.")] = False,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    worker: Annotated[
+        bool,
+        typer.Option(
+            "--worker/--no-worker",
+            help="Run the outbox consumers in each server process (off when `coalition worker`"
+            " runs them).",
+        ),
+    ] = True,
 ) -> None:
     """Apply migrations and serve the API (embedded PostgreSQL without DATABASE_URL)."""
+    from api.db_cli import external_database, serving_notices
     from api.http_server import run, uvicorn_config
     from api.settings import load_settings
 
     url = _migrated_url()
+    embedded = external_database() is None
     # Workers and the CLI must reach the same database: pin the resolved URL for them.
     os.environ["DATABASE_URL"] = url
+    os.environ["COALITION_RUN_WORKER"] = "1" if worker else "0"  # read by each server process
     if demo:
         from api.demo import seed_demo
 
         asyncio.run(seed_demo(url, host=host, port=port, console=console))
-    # An import string: each worker process builds its own app.
-    run(uvicorn_config("api.main:app", load_settings(), host=host, port=port, workers=workers))
+    # The embedded PostgreSQL outlives serve (the next command reuses it): said when serve
+    # starts and when it ends.
+    with serving_notices(console, embedded=embedded):
+        # An import string: each worker process builds its own app.
+        run(uvicorn_config("api.main:app", load_settings(), host=host, port=port, workers=workers))
 
 
 @clients_app.command("create")
@@ -97,6 +113,21 @@ def expire() -> None:
 
     members, points = asyncio.run(expire_command(_migrated_url()))
     console.print(f"expired {points} points of {members} members")
+
+
+@app.command("worker")
+def worker_command(
+    concurrency: Annotated[
+        int | None, typer.Option(help="Jobs run at once (default COALITION_WORKER_CONCURRENCY).")
+    ] = None,
+) -> None:
+    """Deliver outbox events to their consumers until SIGTERM (graceful) or a second signal."""
+    import logging
+
+    from api.worker import run_worker_command
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(run_worker_command(_migrated_url(), concurrency=concurrency))
 
 
 def main() -> None:

@@ -1,4 +1,11 @@
-"""`coalition serve --demo`: a small coalition with history, and credentials to try it."""
+"""`coalition serve --demo`: a small coalition with history, and credentials to try it.
+
+Seeding is idempotent: the demo partners are found by slug and their history is booked only
+when they are new. Client secrets are stored only as hashes, so a re-run cannot print the
+first run's secrets again; it rotates the demo clients instead (revokes the active ones it
+made, creates as many new ones and prints those), so what it prints always works and the
+number of active API clients stays the same however often `serve --demo` runs.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +16,16 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from rich.console import Console
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 import settlement  # noqa: F401  (demo redemptions book their obligations)
+from db import audit
 from db.engine import create_engine
 from members.points import earn_points, redeem_points, reverse_transfer
 from members.service import MemberRef, enroll
 from partners.caller import Caller
-from partners.clients import create_client
+from partners.clients import NewClient, create_client, revoke_client
 from partners.service import PartnerRecord, create_partner, get_partner_by_slug
 
 
@@ -109,10 +118,48 @@ async def _history(conn: AsyncConnection, partners: dict[str, PartnerRecord]) ->
             )
 
 
+async def _rotate_client(
+    conn: AsyncConnection, partner_id: uuid.UUID | None, scopes: list[str], name: str
+) -> tuple[NewClient, int]:
+    """A new demo client in place of the active ones of the same name and partner (their
+    secrets were shown once and cannot be shown again); with how many were revoked."""
+    previous = (
+        await conn.scalars(
+            text(
+                "SELECT client_id FROM api_clients WHERE name = :n AND revoked_at IS NULL"
+                " AND partner_id IS NOT DISTINCT FROM :p ORDER BY created_at"
+            ),
+            {"n": name, "p": partner_id},
+        )
+    ).all()
+    for client_id in previous:
+        await revoke_client(conn, client_id)
+        await audit.record(
+            conn,
+            audit.CLI_ACTOR,
+            audit.AuditAction.API_CLIENT_REVOKED,
+            "ApiClient",
+            client_id,
+            {"reason": "demo clients rotated by `coalition serve --demo`"},
+        )
+    created = await create_client(conn, partner_id=partner_id, scopes=scopes, name=name)
+    await audit.record(
+        conn,
+        audit.CLI_ACTOR,
+        audit.AuditAction.API_CLIENT_CREATED,
+        "ApiClient",
+        created.client_id,
+        {"partnerId": partner_id, "scopes": sorted(created.scopes), "name": name},
+    )
+    return created, len(previous)
+
+
 async def seed_demo(url: str, *, host: str, port: int, console: Console) -> None:
     engine = create_engine(url, pool_size=1)
     try:
         async with engine.begin() as conn:
+            # One demo at a time: two `serve --demo` starting together would both rotate.
+            await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('coalition demo'))"))
             partners: dict[str, PartnerRecord] = {}
             fresh = False
             for spec in PARTNERS:
@@ -120,23 +167,33 @@ async def seed_demo(url: str, *, host: str, port: int, console: Console) -> None
                 fresh = fresh or created
             if fresh:
                 await _history(conn, partners)
-            operator = await create_client(
-                conn, partner_id=None, scopes=["operator"], name="demo operator"
-            )
-            clients = {
-                slug: await create_client(
-                    conn, partner_id=p.id, scopes=PARTNER_SCOPES, name=f"demo {slug}"
+            operator, revoked = await _rotate_client(conn, None, ["operator"], "demo operator")
+            clients: dict[str, NewClient] = {}
+            for slug, p in partners.items():
+                clients[slug], more = await _rotate_client(
+                    conn, p.id, PARTNER_SCOPES, f"demo {slug}"
                 )
-                for slug, p in partners.items()
-            }
+                revoked += more
     finally:
         await engine.dispose()
+    if fresh:
+        console.print("\nDemo coalition seeded: 4 partners, 5 members with history.")
+    else:
+        console.print(
+            "\nDemo coalition found (seeded by an earlier run): nothing new booked. Secrets"
+            f" are stored only as hashes, so its {revoked} earlier demo client(s) were"
+            " revoked and replaced by the ones below.",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )
     # Plain lines, never a table: a secret must not be cut to fit a narrow terminal.
     console.print("\nDemo coalition: API clients (the secrets are shown only now)\n")
     rows = [("operator", operator), *clients.items()]
     for who, c in rows:
         console.print(
-            f"  {who:<15} client_id={c.client_id}  client_secret={c.client_secret}",
+            f"  {who:<15} client_id={c.client_id}  client_secret={c.client_secret}\n"
+            f"  {'':<15} scopes: {' '.join(sorted(c.scopes))}",
             soft_wrap=True,
             highlight=False,
             markup=False,

@@ -1,9 +1,10 @@
-"""The /graphql endpoint: a bearer token is required (401 without), GraphiQL in development."""
+"""The /graphql endpoint: a bearer token is required (401 without), GraphiQL in development
+(api/graphiql.py: the page needs no token, so it is answered before authentication)."""
 
 from __future__ import annotations
 
 import json
-import uuid
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -17,6 +18,8 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 
 from api.auth import Authenticator
+from api.graphiql import ide_page
+from api.logs import request_id_from
 from schema.context import Context
 
 # A request's JSON nests a few levels (an input object, its rows, their member reference);
@@ -46,12 +49,23 @@ def _code(exc: HTTPException) -> str:
         return "HTTP_ERROR"
 
 
+def _ignore(outcome: object) -> None:
+    return None
+
+
 class CoalitionGraphQL(GraphQL[Context, None]):
-    def __init__(self, schema: Any, engine: AsyncEngine, *, graphiql: bool) -> None:
-        super().__init__(
-            schema, graphql_ide="graphiql" if graphiql else None, allow_queries_via_get=False
-        )
+    def __init__(
+        self,
+        schema: Any,
+        engine: AsyncEngine,
+        *,
+        booked: Callable[[object], None] = _ignore,
+    ) -> None:
+        # Strawberry's IDE page loads its assets from a CDN: AuthenticatedGraphQL serves
+        # the platform's own instead, so Strawberry renders none.
+        super().__init__(schema, graphql_ide=None, allow_queries_via_get=False)
         self.engine = engine
+        self.booked = booked  # told each mutation's outcome (the app's metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Strawberry answers a request it cannot read (HTTPException) in plain text; a
@@ -105,6 +119,7 @@ class CoalitionGraphQL(GraphQL[Context, None]):
             engine=self.engine,
             caller=request.state.caller,
             request_id=request.state.request_id,
+            booked=self.booked,
         )
 
 
@@ -121,20 +136,25 @@ class AuthenticatedGraphQL:
             response = JSONResponse({"error": "not_found"}, status_code=404)
             return await response(scope, receive, send)
         request = Request(scope, receive)
-        wants_ide = request.method == "GET" and "text/html" in request.headers.get("accept", "")
-        scope.setdefault("state", {})
-        scope["state"]["request_id"] = request.headers.get("x-request-id") or uuid.uuid4().hex
-        if not (wants_ide and self.graphiql):
-            caller = self.auth.caller(request.headers.get("authorization"))
-            if caller is None:
-                response = JSONResponse(
-                    {
-                        "error": "invalid_token",
-                        "error_description": "a valid bearer token is required",
-                    },
-                    status_code=401,
-                    headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-                )
-                return await response(scope, receive, send)
-            scope["state"]["caller"] = caller
+        if (
+            self.graphiql
+            and request.method == "GET"
+            and "text/html" in request.headers.get("accept", "")
+        ):
+            return await ide_page(request.url.path)(scope, receive, send)
+        state = scope.setdefault("state", {})
+        if "request_id" not in state:  # set by api.middleware.RequestObserver
+            state["request_id"] = request_id_from(request.headers.get("x-request-id"))
+        caller = self.auth.caller(request.headers.get("authorization"))
+        if caller is None:
+            response = JSONResponse(
+                {
+                    "error": "invalid_token",
+                    "error_description": "a valid bearer token is required",
+                },
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+            return await response(scope, receive, send)
+        state["caller"] = caller
         await self.app(scope, receive, send)

@@ -17,15 +17,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import uuid
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 import httptools
+import orjson
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 from uvicorn.supervisors import Multiprocess
 
+from api.logs import configure_logging
 from api.settings import Settings
 
 log = logging.getLogger("coalition.http")
@@ -59,11 +63,29 @@ class HttpLimits:
 
 class CoalitionConfig(uvicorn.Config):
     """uvicorn's configuration with the limits each connection's protocol reads (pickled
-    along to the worker processes of `--workers N`)."""
+    along to the worker processes of `--workers N`), and the platform's log format."""
 
-    def __init__(self, app: Any, *, limits: HttpLimits, **kwargs: Any) -> None:
+    def __init__(
+        self, app: Any, *, limits: HttpLimits, production: bool = False, **kwargs: Any
+    ) -> None:
+        self.production = production
+        # Set by `run`: every process of `coalition serve` logs in the platform's format
+        # (JSON lines in production). Servers started otherwise (the tests' in-process ones)
+        # leave the process's logging as it is.
+        self.platform_logging = False
         super().__init__(app, **kwargs)
         self.limits = limits
+
+    def configure_logging(self) -> None:
+        """uvicorn's, then the platform's format over it (uvicorn calls this in the server
+        process and again in each worker process)."""
+        super().configure_logging()
+        if self.platform_logging:
+            level = self.log_level if self.log_level is not None else "info"
+            configure_logging(
+                production=self.production,
+                level=level.upper() if isinstance(level, str) else level,
+            )
 
 
 def uvicorn_config(
@@ -79,6 +101,7 @@ def uvicorn_config(
     return CoalitionConfig(
         app,
         limits=HttpLimits.from_settings(settings),
+        production=settings.production,
         host=host,
         port=port,
         workers=workers,
@@ -86,6 +109,9 @@ def uvicorn_config(
         http=LimitedHttpToolsProtocol,
         # The API has no WebSocket route; an upgraded socket would leave these limits behind.
         ws="none",
+        # api/middleware.py writes the access log: with the route template, the duration and
+        # the request id, and never the query string.
+        access_log=False,
         lifespan="on",
         proxy_headers=True,
         timeout_keep_alive=settings.keep_alive_seconds,
@@ -94,6 +120,8 @@ def uvicorn_config(
 
 def run(config: CoalitionConfig) -> None:
     """Serve until stopped, in worker processes when `config.workers` > 1 (as uvicorn.run)."""
+    config.platform_logging = True
+    config.configure_logging()
     server = uvicorn.Server(config)
     try:
         if config.workers > 1:
@@ -277,8 +305,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._answer(status, reason)
 
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes that are not HTTP, in the API's shape."""
+        self._answer(400, msg)
+
     def _answer(self, status: int, reason: str, *, retry_after: bool = False) -> None:
-        body = reason.encode("ascii")
+        """A JSON error with a fresh request id (the head that might carry the caller's was
+        not read), as every other answer of the API; then the connection is closed."""
+        body = orjson.dumps({"error": HTTPStatus(status).name.lower(), "error_description": reason})
         content = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             content.extend([name, b": ", value, b"\r\n"])
@@ -286,7 +320,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             content.append(b"retry-after: 1\r\n")
         content.extend(
             [
-                b"content-type: text/plain; charset=utf-8\r\n",
+                b"content-type: application/json\r\n",
+                b"x-request-id: " + uuid.uuid4().hex.encode("ascii") + b"\r\n",
                 b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
                 b"connection: close\r\n\r\n",
                 body,

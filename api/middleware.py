@@ -1,5 +1,6 @@
-"""Small ASGI middlewares: request body size limit and request metrics; and
-log filters that keep credentials a caller sent in the wrong place out of the log."""
+"""Small ASGI middlewares: request body size limit; request ids, metrics and the access log;
+JSON for Starlette's own errors; and log filters that keep credentials a caller sent in the
+wrong place out of the log."""
 
 from __future__ import annotations
 
@@ -7,12 +8,20 @@ import logging
 import re
 import time
 from collections.abc import Iterable
+from http import HTTPStatus
+from urllib.parse import quote
 
-from starlette.requests import ClientDisconnect
-from starlette.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.logs import REQUEST_ID, request_id_from
 from api.metrics import UNMATCHED, Metrics
+
+log = logging.getLogger("coalition.http")
+# One line a request: method, path, status, duration (and, as fields, route and client).
+access_log = logging.getLogger("coalition.access")
 
 
 class BodyTooLarge(Exception):
@@ -53,9 +62,12 @@ class BodySizeLimit:
         await response(scope, receive, send)
 
 
-class RequestMetrics:
-    """Counts and times every request by route template, method and status. Outermost, so
-    what other middlewares answer (a 413) is counted too."""
+class RequestObserver:
+    """The outermost middleware: gives every request an id (the caller's X-Request-ID when
+    sane, else a new one) that its response, its log lines and its GraphQL context carry;
+    counts and times it by route template, method and status; writes its access log line;
+    and answers an exception nothing else caught with a JSON 500. Outermost, so what other
+    middlewares answer (a 413) is counted, logged and marked too."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics, routes: Iterable[str]) -> None:
         self.app = app
@@ -66,27 +78,58 @@ class RequestMetrics:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = time.perf_counter()
+        request_id = request_id_from(_header(scope, b"x-request-id"))
+        scope.setdefault("state", {})["request_id"] = request_id
+        marker = (b"x-request-id", request_id.encode("ascii"))
+        reset = REQUEST_ID.set(request_id)
         status: int | None = None
 
-        async def recording(message: Message) -> None:
+        async def marking(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                message["headers"] = [*message.get("headers", ()), marker]
             await send(message)
 
         try:
-            await self.app(scope, receive, recording)
+            await self.app(scope, receive, marking)
         except ClientDisconnect:
             # The client left (or the server gave up on its body, api/http_server.py) before
             # an answer: nobody to answer, nothing to log as an error.
             if status is None:
                 status = 499  # as nginx counts a request its client closed
+        except Exception:
+            # Logged here, where the request id is known; not raised on, so the server does
+            # not log it again. An answer already under way cannot be finished: the server
+            # closes the connection.
+            log.exception("unhandled error answering %s %s", scope["method"], _path(scope))
+            if status is None:
+                status = 500
+                await _server_error(request_id)(scope, receive, send)
         finally:
-            # No answer started and no disconnect: the app raised, the server answers 500.
+            # No answer started and no exception: the server answers 500.
             answered = 500 if status is None else status
-            self.metrics.observe_request(
-                self._route(scope), scope["method"], answered, time.perf_counter() - started
-            )
+            seconds = time.perf_counter() - started
+            route = self._route(scope)
+            self.metrics.observe_request(route, scope["method"], answered, seconds)
+            if access_log.isEnabledFor(logging.INFO):
+                path = _path(scope)
+                access_log.info(
+                    "%s %s %d %.1fms",
+                    scope["method"],
+                    path,
+                    answered,
+                    seconds * 1000,
+                    extra={
+                        "method": scope["method"],
+                        "route": route,
+                        "path": path,
+                        "status": answered,
+                        "duration_ms": round(seconds * 1000, 3),
+                        "client": (scope.get("client") or ("-",))[0],
+                    },
+                )
+            REQUEST_ID.reset(reset)
 
     def _route(self, scope: Scope) -> str:
         # The router leaves the route it chose in the scope; before routing (a 413) the path
@@ -96,6 +139,49 @@ class RequestMetrics:
             return template
         path: str = scope["path"]
         return path if path in self.routes else UNMATCHED
+
+
+def _server_error(request_id: str) -> Response:
+    return JSONResponse(
+        {
+            "error": "internal_error",
+            "error_description": "the server failed to answer this request",
+            "request_id": request_id,
+        },
+        status_code=500,
+        headers={"X-Request-ID": request_id},
+    )
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def _path(scope: Scope) -> str:
+    """The path as sent (percent-encoded again): a decoded newline would forge a log line.
+    Never the query string: a caller may have put a credential there."""
+    return quote(scope.get("root_path", "") + scope["path"])
+
+
+async def json_http_error(request: Request, exc: Exception) -> Response:
+    """Starlette answers 404 and 405 (and any HTTPException) in plain text; clients parse
+    JSON, as every other answer of the API is."""
+    assert isinstance(exc, HTTPException)
+    headers = dict(exc.headers or {})
+    if exc.status_code in {204, 304}:
+        return Response(status_code=exc.status_code, headers=headers)
+    try:
+        error = HTTPStatus(exc.status_code).name.lower()
+    except ValueError:
+        error = "http_error"
+    return JSONResponse(
+        {"error": error, "error_description": exc.detail},
+        status_code=exc.status_code,
+        headers=headers,
+    )
 
 
 class RedactForeignClientIds(logging.Filter):
@@ -116,10 +202,12 @@ class RedactForeignClientIds(logging.Filter):
 
 
 class RedactQueryCredentials(logging.Filter):
-    """The access log writes each request's path with its query string. Credentials never
-    belong there (RFC 6749 2.3.1: not in the request URI) and are refused, but a caller that
-    puts `?client_secret=...` or `?access_token=...` in the URL must not get them into the
-    log: their values are replaced."""
+    """uvicorn's access log writes each request's path with its query string (the platform's
+    own, RequestObserver's, leaves the query string out; uvicorn's is off in `coalition
+    serve` but on when the app is served by plain `uvicorn`). Credentials never belong there
+    (RFC 6749 2.3.1: not in the request URI) and are refused, but a caller that puts
+    `?client_secret=...` or `?access_token=...` in the URL must not get them into the log:
+    their values are replaced."""
 
     _PARAM = re.compile(
         r"(?i)([?&][^=&#\s]*(?:secret|token|password|key)[^=&#\s]*=)[^&#\s]*"

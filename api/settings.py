@@ -25,6 +25,10 @@ class Settings:
     # it is spread), and the points a refusal for a query limit takes from the bucket.
     max_fragment_spreads: int = 200
     rate_limit_refusal_cost: int = 100
+    # Whether the buckets hold across processes and replicas (leased from PostgreSQL, see
+    # schema/cost.py), and the points of a lease (0: 10 % of the capacity).
+    rate_limit_shared: bool = True
+    rate_limit_lease: float = 0
     # Failed client authentications at the OAuth endpoints, per process: after this many in
     # `auth_failure_window` seconds a client id, or an address, gets 429 (0 disables either).
     auth_client_failures: int = 10
@@ -43,6 +47,9 @@ class Settings:
     # Bearer token for GET /metrics; without it /metrics is open in development, absent (404)
     # in production.
     metrics_token: str | None = None
+    # Run the outbox worker inside each API process (`coalition serve --no-worker` turns it off
+    # when `coalition worker` runs apart).
+    run_worker: bool = True
 
     @property
     def production(self) -> bool:
@@ -66,6 +73,8 @@ def load_settings() -> Settings:
         rate_limit_restore=float(env("COALITION_RATE_LIMIT_RESTORE", "100")),
         max_fragment_spreads=int(env("COALITION_MAX_FRAGMENT_SPREADS", "200")),
         rate_limit_refusal_cost=int(env("COALITION_RATE_LIMIT_REFUSAL_COST", "100")),
+        rate_limit_shared=env("COALITION_RATE_LIMIT_SHARED", "1") != "0",
+        rate_limit_lease=float(env("COALITION_RATE_LIMIT_LEASE", "0")),
         auth_client_failures=int(env("COALITION_AUTH_CLIENT_FAILURES", "10")),
         auth_address_failures=int(env("COALITION_AUTH_ADDRESS_FAILURES", "100")),
         auth_failure_window=float(env("COALITION_AUTH_FAILURE_WINDOW", "60")),
@@ -81,4 +90,5 @@ def load_settings() -> Settings:
         keep_alive_seconds=int(env("COALITION_KEEP_ALIVE_TIMEOUT", "5")),
         max_connections=int(env("COALITION_MAX_CONNECTIONS", "1000")),
         metrics_token=env("COALITION_METRICS_TOKEN") or None,
+        run_worker=env("COALITION_RUN_WORKER", "1") != "0",
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -67,6 +68,47 @@ def report_load(results: list[Figures], connections: int) -> None:
     (OUT / "load.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
 
 
+def report_limits(results: list[Any], args: argparse.Namespace) -> None:
+    lease = args.lease or args.capacity // 10
+    table = Table(
+        title=f"Rate limit cost ({args.workers} workers, {args.connections} connections;"
+        f" capacity {args.capacity:,}, restore {args.restore:,}/s, lease {lease:,} points)"
+    )
+    for column in (
+        "scenario",
+        "limit",
+        "req/s",
+        "vs off",
+        "p99 ms",
+        "GraphQL errors",
+        "server CPU ms/req",
+        "PostgreSQL CPU ms/req",
+        "lease statements",
+        "per 1000 req",
+    ):
+        table.add_column(column, justify="left" if column in ("scenario", "limit") else "right")
+    off = {r.figures.name: r.figures.rps for r in results if r.mode == "off"}
+    for r in sorted(results, key=lambda r: r.figures.name):
+        f = r.figures
+        table.add_row(
+            f.name,
+            r.mode,
+            f"{f.rps:,.0f}",
+            f"{f.rps / off[f.name]:.2f}" if off.get(f.name) else "",
+            f"{f.p99_ms:.1f}",
+            str(f.errors),
+            f"{f.server_cpu_ms:.2f}",
+            f"{f.postgres_cpu_ms:.2f}",
+            str(r.leases) if r.mode == "shared" else "",
+            f"{r.leases_per_1000:.2f}" if r.mode == "shared" else "",
+        )
+    console.print(table)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "limits.json").write_text(
+        json.dumps([{"mode": r.mode, "leases": r.leases, **asdict(r.figures)} for r in results])
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -79,6 +121,19 @@ def main() -> None:
     close.add_argument("--obligations", type=int, default=1_000_000)
     close.add_argument("--partners", type=int, default=50)
     ingest.register(sub)
+    limits = sub.add_parser(
+        "limits", help="scenarios 1-3 with the rate limit off, per process and shared"
+    )
+    limits.add_argument("--workers", type=int, default=2)
+    limits.add_argument("--connections", type=int, default=32)
+    limits.add_argument("--seconds", type=int, default=10)
+    limits.add_argument("--members", type=int, default=2000)
+    # Per client; high enough that nothing is refused at this machine's rates.
+    limits.add_argument("--capacity", type=int, default=100_000)
+    limits.add_argument("--restore", type=int, default=100_000)
+    limits.add_argument(
+        "--lease", type=int, default=0, help="points a lease (0: 10 %% of capacity)"
+    )
     soak = sub.add_parser("soak", help="scenario 2 for N minutes, sampling server memory")
     soak.add_argument("--minutes", type=float, default=10)
     soak.add_argument("--workers", type=int, default=2)
@@ -95,6 +150,21 @@ def main() -> None:
             members=args.members,
         )
         report_load(results, args.connections)
+    elif args.command == "limits":
+        from bench.limits import run_limits
+
+        report_limits(
+            run_limits(
+                workers=args.workers,
+                connections=args.connections,
+                seconds=args.seconds,
+                members=args.members,
+                capacity=args.capacity,
+                restore=args.restore,
+                lease=args.lease,
+            ),
+            args,
+        )
     elif args.command == "soak":
         from bench.soak import run_soak
 

@@ -79,7 +79,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(url: str, port: int, workers: int) -> subprocess.Popen[bytes]:
+def start_server(
+    url: str, port: int, workers: int, settings: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env.update(
         DATABASE_URL=url,
@@ -87,9 +89,11 @@ def start_server(url: str, port: int, workers: int) -> subprocess.Popen[bytes]:
         COALITION_TOKEN_TTL="7200",
         COALITION_DATA_DIR=str(BENCH_DATA),
         COALITION_EXPIRY_INTERVAL="0",
-        # The load generator is one client per partner hammering on purpose: no rate limit.
+        # The load generator is one client per partner hammering on purpose: no rate limit
+        # (`bench limits` measures it on).
         COALITION_RATE_LIMIT_CAPACITY="0",
     )
+    env.update(settings or {})
     log = (OUT / "server.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers", str(workers)],

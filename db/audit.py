@@ -143,3 +143,17 @@ async def list_entries(
         {"action": action, "before": before, "limit": limit},
     )
     return [AuditEntryRecord(**r._mapping) for r in rows]
+
+
+async def get_entry(conn: AsyncConnection, entry_id: uuid.UUID) -> AuditEntryRecord | None:
+    """One entry by its id (the operator's `node(id:)`), or None."""
+    row = (
+        await conn.execute(
+            text(
+                "SELECT id, occurred_at, actor, action, subject_type, subject_id, details"
+                " FROM audit_log WHERE id = :id"
+            ),
+            {"id": entry_id},
+        )
+    ).one_or_none()
+    return None if row is None else AuditEntryRecord(**row._mapping)

@@ -2,9 +2,10 @@
 
 `ledger_posting_begin()` runs before a posting writes anything (settlement takes its period
 lock there); `ledger_posting_booked(ids)` runs after, in the same transaction, with the ids of
-the transfers booked (settlement books their obligations). The ledger only calls them; their
-bodies are installed by the subscribers' migrations (0004). Postings written in Python call
-them through this module; postings written as SQL functions call them directly.
+the transfers booked (settlement books their obligations; the outbox gets one
+`transfer.booked` event per transfer, see `ledger.outbox`). The ledger only calls them; their
+bodies are installed by the subscribers' migrations (0004, 0007). Postings written in Python
+call them through this module; postings written as SQL functions call them directly.
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ class _Card(NamedTuple):
 
 
 class _Reject(Exception):
-    def __init__(self, code: ErrorCode, message: str, field: str) -> None:
+    def __init__(self, code: ErrorCode, message: str, field: list[str]) -> None:
         self.code, self.message, self.field = code, message, field
 
 
@@ -224,12 +224,12 @@ class _Resolver:
         elif ref.phone is not None:
             error = self.phone_errors.get(ref.phone)
             if error is not None:
-                raise _Reject(error.code, error.message, "phone")
+                raise _Reject(error.code, error.message, ["member", "phone"])
             found = self.by_phone.get(ref.phone)
         else:
             found = ref.id if ref.id in self.by_id else None
         if found is None:
-            raise _Reject(ErrorCode.MEMBER_NOT_FOUND, "no such member", "member")
+            raise _Reject(ErrorCode.MEMBER_NOT_FOUND, "no such member", ["member"])
         return found
 
 
@@ -332,8 +332,11 @@ async def earn_points_batch(
             )
             continue
         if row.member.partner_ref is not None and "\x00" in row.member.partner_ref:
-            deferred[i] = reject(
-                i, ErrorCode.INVALID_INPUT, "partnerRef must not contain NUL", "member"
+            deferred[i] = RowRejection(
+                i,
+                ErrorCode.INVALID_INPUT,
+                "partnerRef must not contain NUL",
+                ["member", "partnerRef"],
             )
             continue
         resolver.want(row.member)
@@ -357,7 +360,7 @@ async def earn_points_batch(
         try:
             member_id = resolver.member(row.member)
         except _Reject as exc:
-            deferred[i] = reject(i, exc.code, exc.message, exc.field)
+            deferred[i] = RowRejection(i, exc.code, exc.message, exc.field)
             continue
         booked_at = row.occurred_at or now
         c = bisect.bisect_right(starts, booked_at) - 1

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.ids import new_id
-from ledger import queries
+from ledger import outbox, queries
 from ledger.accounts import MEMBER_CODES, open_accounts
 from ledger.errors import DomainError, ErrorCode
 from members.phones import normalize_phone
@@ -58,16 +58,31 @@ async def enroll(
         ),
         {"id": new_id(), "phone": e164},
     )
+    new_member = member_id is not None
     if member_id is not None:
         await open_accounts(conn, member_id, MEMBER_CODES)
     else:
         member_id = await conn.scalar(text("SELECT id FROM members WHERE phone = :p"), {"p": e164})
     assert isinstance(member_id, uuid.UUID)
+    joined = False
     if caller.partner_id is not None:
-        await _join(conn, member_id, caller.partner_id, partner_ref)
+        joined = await _join(conn, member_id, caller.partner_id, partner_ref)
     elif partner_ref is not None:
         raise DomainError(
             ErrorCode.INVALID_INPUT, "partnerRef belongs to a partner's enrollment", ["partnerRef"]
+        )
+    if new_member or joined:  # enrolling again where already enrolled is no event
+        await outbox.record(
+            conn,
+            outbox.MEMBER_ENROLLED,
+            partner_id=caller.partner_id,
+            member_id=member_id,
+            payload={
+                "member_id": str(member_id),
+                "partner_id": str(caller.partner_id) if caller.partner_id else None,
+                "partner_ref": partner_ref,
+                "new_member": new_member,
+            },
         )
     member = await get_member(conn, caller, member_id)
     assert member is not None
@@ -76,7 +91,8 @@ async def enroll(
 
 async def _join(
     conn: AsyncConnection, member_id: uuid.UUID, partner_id: uuid.UUID, partner_ref: str | None
-) -> None:
+) -> bool:
+    """Enroll the member at the partner; True when this made a new membership."""
     existing = (
         await conn.execute(
             text(
@@ -87,7 +103,7 @@ async def _join(
         )
     ).one_or_none()
     if existing is not None and (partner_ref is None or existing.partner_ref == partner_ref):
-        return
+        return False
     if existing is not None and existing.partner_ref is not None:
         raise DomainError(
             ErrorCode.PARTNER_REF_TAKEN,
@@ -97,24 +113,27 @@ async def _join(
     try:
         async with conn.begin_nested():
             if existing is None:
-                await conn.execute(
+                created = await conn.scalar(
                     text(
                         "INSERT INTO memberships (id, member_id, partner_id, partner_ref)"
                         " VALUES (:id, :m, :p, :r) ON CONFLICT (partner_id, member_id) DO NOTHING"
+                        " RETURNING id"
                     ),
                     {"id": new_id(), "m": member_id, "p": partner_id, "r": partner_ref},
                 )
-            else:
-                await conn.execute(
-                    text("UPDATE memberships SET partner_ref = :r WHERE id = :id"),
-                    {"r": partner_ref, "id": existing.id},
-                )
+                return created is not None
+            # Already enrolled without a partnerRef: naming it now is no new enrolment.
+            await conn.execute(
+                text("UPDATE memberships SET partner_ref = :r WHERE id = :id"),
+                {"r": partner_ref, "id": existing.id},
+            )
     except IntegrityError as exc:
         raise DomainError(
             ErrorCode.PARTNER_REF_TAKEN,
             "another member already has this partnerRef here",
             ["partnerRef"],
         ) from exc
+    return False
 
 
 @dataclass(frozen=True)
@@ -133,13 +152,21 @@ def check_ref(caller: Caller, ref: MemberRef, region: str) -> CheckedRef:
         raise DomainError(
             ErrorCode.INVALID_INPUT, "give exactly one of id, phone and partnerRef", ["member"]
         )
+    # Fields are the input paths of the reference (`member { partnerRef }`).
     if _has_nul(ref.partner_ref):  # PostgreSQL text cannot hold NUL: no member has it
-        raise DomainError(ErrorCode.INVALID_INPUT, "partnerRef must not contain NUL", ["member"])
+        raise DomainError(
+            ErrorCode.INVALID_INPUT, "partnerRef must not contain NUL", ["member", "partnerRef"]
+        )
     if ref.partner_ref is not None and caller.partner_id is None:
         raise DomainError(
-            ErrorCode.INVALID_INPUT, "partnerRef needs a partner's client", ["member"]
+            ErrorCode.INVALID_INPUT,
+            "partnerRef needs a partner's client",
+            ["member", "partnerRef"],
         )
-    phone = normalize_phone(ref.phone, region) if ref.phone is not None else None
+    try:
+        phone = normalize_phone(ref.phone, region) if ref.phone is not None else None
+    except DomainError as exc:
+        raise DomainError(exc.code, exc.message, ["member", "phone"]) from exc
     return CheckedRef(ref.id, phone, ref.partner_ref)
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from enum import Enum
+from typing import Annotated, Any
 
 import strawberry
 from strawberry.scalars import JSON
@@ -13,13 +14,70 @@ from db.audit import AuditEntryRecord, list_entries
 from ledger.errors import DomainError
 from partners.caller import Scope
 from schema.context import Info
+from schema.enums import described_enum
 from schema.errors import query_error
 from schema.permissions import requires
-from schema.relay import Connection, connection, decode_cursor, page_size, to_global_id
+from schema.relay import (
+    After,
+    Connection,
+    First,
+    Node,
+    connection,
+    decode_cursor,
+    page_size,
+    to_global_id,
+)
 from settlement.records import BreakRecord, InstructionRecord, ReportRecord
 
-AuditAction = strawberry.enum(
-    DomainAuditAction, name="AuditAction", description="What an operator did."
+AuditAction = described_enum(
+    DomainAuditAction,
+    name="AuditAction",
+    description="What an operator (or a partner filing a report) did.",
+    values={
+        "PARTNER_CREATED": "A partner joined the coalition (subject: the Partner).",
+        "RATE_CARD_SET": "A partner's rate card was set from a date (subject: the Partner).",
+        "API_CLIENT_CREATED": "An API client was created with its scopes; never its secret"
+        " (subject: the ApiClient).",
+        "API_CLIENT_REVOKED": "An API client was revoked (subject: the ApiClient).",
+        "COALITION_SETTINGS_UPDATED": "The coalition's economics changed (subject:"
+        " CoalitionSettings; details: the changes).",
+        "SETTLEMENT_PERIOD_CLOSED": "A settlement period was closed at its cutoff (subject:"
+        " the SettlementPeriod).",
+        "SETTLEMENT_PAYMENT_RECORDED": "A payment instruction was marked paid (subject: the"
+        " PaymentInstruction).",
+        "PARTNER_REPORT_SUBMITTED": "A partner's reconciliation report was filed (subject:"
+        " the PartnerReport).",
+        "RECONCILIATION_BREAK_RESOLVED": "A reconciliation break was accepted or adjusted"
+        " (subject: the ReconciliationBreak).",
+    },
+)
+
+
+class SubjectType(Enum):
+    # GraphQL sends an enum value's name: these names are the strings the log always held.
+    Partner = "Partner"
+    ApiClient = "ApiClient"
+    CoalitionSettings = "CoalitionSettings"
+    SettlementPeriod = "SettlementPeriod"
+    PaymentInstruction = "PaymentInstruction"
+    PartnerReport = "PartnerReport"
+    ReconciliationBreak = "ReconciliationBreak"
+
+
+AuditSubjectType = described_enum(
+    SubjectType,
+    name="AuditSubjectType",
+    description="The kind of object an audit entry is about: the GraphQL type's name where"
+    " there is one (values keep the type names' spelling).",
+    values={
+        "Partner": "A partner (subjectId: its global id).",
+        "ApiClient": "An API client (subjectId: its client id).",
+        "CoalitionSettings": "The coalition's settings (subjectId: null).",
+        "SettlementPeriod": "A settlement period (subjectId: its global id).",
+        "PaymentInstruction": "A payment instruction (subjectId: its global id).",
+        "PartnerReport": "A partner's reconciliation report (subjectId: its global id).",
+        "ReconciliationBreak": "A reconciliation break (subjectId: its global id).",
+    },
 )
 
 # Subjects that are Relay nodes are named by their global id; others (API clients, the
@@ -66,19 +124,29 @@ def break_details(resolved: BreakRecord) -> dict[str, Any]:
     }
 
 
-@strawberry.type(description="One entry of the append-only audit log.")
-class AuditEntry:
-    id: strawberry.ID
-    occurred_at: datetime
+@strawberry.type(
+    description="One entry of the append-only audit log (operator only; also through `node(id:)`)."
+)
+class AuditEntry(Node):
+    occurred_at: datetime = strawberry.field(
+        description="When the action was committed (the entry is written in its transaction)."
+    )
     actor: str = strawberry.field(
-        description="The API client that acted ('cli' for the command line)."
+        description="The API client id that acted (`cli` for the command line)."
     )
-    action: AuditAction  # type: ignore[valid-type]
-    subject_type: str
+    action: AuditAction = strawberry.field(  # type: ignore[valid-type]
+        description="What was done."
+    )
+    subject_type: AuditSubjectType = strawberry.field(  # type: ignore[valid-type]
+        description="The kind of object acted on."
+    )
     subject_id: str | None = strawberry.field(
-        description="A global id for Relay nodes; a client id for API clients."
+        description="The object acted on: a global id for Relay nodes, a client id for API"
+        " clients, null for the coalition settings."
     )
-    details: JSON = strawberry.field(description="What changed (never a secret).")
+    details: JSON = strawberry.field(
+        description="What changed, as a JSON object with camelCase keys (never a secret)."
+    )
 
     @classmethod
     def of(cls, r: AuditEntryRecord) -> AuditEntry:
@@ -90,7 +158,7 @@ class AuditEntry:
             occurred_at=r.occurred_at,
             actor=r.actor,
             action=DomainAuditAction(r.action),
-            subject_type=r.subject_type,
+            subject_type=SubjectType(r.subject_type),
             subject_id=subject_id,
             details=JSON(r.details),
         )
@@ -105,9 +173,12 @@ class AuditQueries:
     async def audit_log(
         self,
         info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        action: AuditAction | None = None,  # type: ignore[valid-type]
+        first: First = None,
+        after: After = None,
+        action: Annotated[
+            AuditAction | None,  # type: ignore[valid-type]
+            strawberry.argument(description="Only entries of this action (default: all)."),
+        ] = None,
     ) -> Connection[AuditEntry]:
         try:
             size = page_size(first)
@@ -121,4 +192,4 @@ class AuditQueries:
                 before=cursor,
                 limit=size + 1,
             )
-        return connection([AuditEntry.of(r) for r in rows], [r.id for r in rows], size)
+        return connection([AuditEntry.of(r) for r in rows], [r.id for r in rows], size, cursor)

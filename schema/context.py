@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +24,8 @@ class Context:
     caller: Caller
     request_id: str
     loaders: dict[str, DataLoader[Any, Any]] = field(default_factory=dict)
+    # Told every mutation's successful outcome (schema/mutation.py): the app's metrics.
+    booked: Callable[[object], None] = field(default=lambda outcome: None)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:

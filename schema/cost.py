@@ -24,18 +24,27 @@ An operation that costs more than is available is refused before it runs with a 
 never run and is refused with `MAX_COST_EXCEEDED`. A refusal for a limit — that one, or a
 document too deep, with too many aliases or fragment spreads (schema/analysis.py) — takes
 `refusal_cost` points from the bucket: the analysis was work all the same. Being throttled
-(`RATE_LIMITED`) costs nothing. Every answer carries the figures in `extensions.cost`. The
-buckets live in the process: with N workers a client gets N times the rate (see README,
-"Reliability and security").
+(`RATE_LIMITED`) costs nothing. Every answer carries the figures in `extensions.cost`.
+
+`CostLimiter` keeps the buckets in the process (with N workers a client would get N times the
+rate). `SharedCostLimiter`, what `coalition serve` runs, holds them across every process and
+replica without a database round trip per request: each client's bucket is a PostgreSQL row
+(db/rate_limits.py); a process leases a slice of it (10 % of the capacity by default), spends
+the slice in memory, and leases the next one in the background when the slice runs low. All
+processes together can spend at most capacity + restore rate × time (what each leased and
+has not spent is simply not spent), and a client that was idle may burst by at most one slice
+per process above the capacity.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from graphql import (
     DocumentNode,
@@ -63,6 +72,8 @@ from graphql.utilities import get_operation_ast, value_from_ast_untyped
 from strawberry.extensions import SchemaExtension
 
 from schema.analysis import LIMIT_CODES
+
+log = logging.getLogger("coalition.ratelimit")
 
 OBJECT_COST = 1
 MUTATION_COST = 10
@@ -395,6 +406,218 @@ class CostLimiter:
         for client_id in [c for c in self._buckets if self.available(c, now) >= self.capacity]:
             del self._buckets[client_id]
 
+    # What the extension calls: awaitable, so that a limiter may ask the database.
+
+    async def charge(self, client_id: str, cost: int) -> Throttle:
+        return self.take(client_id, cost)
+
+    async def charge_refusal(self, client_id: str, cost: int) -> Throttle:
+        return self.refuse(client_id, cost)
+
+    async def close(self) -> None:
+        """Called once when the process stops serving."""
+
+
+class BucketStore(Protocol):
+    """Where the shared buckets are (db/rate_limits.py's PostgresBuckets)."""
+
+    async def lease(
+        self,
+        client_id: str,
+        *,
+        capacity: float,
+        restore_rate: float,
+        need: float,
+        want: float,
+        partial: bool,
+        now: float | None,
+    ) -> Any: ...  # a db.rate_limits.Lease: granted, left_over, as_of
+
+    async def give_back(self, unspent: dict[str, float], *, capacity: float) -> None: ...
+
+
+@dataclass
+class _Share:
+    """One client's part of its shared bucket, in this process."""
+
+    allowance: float = 0.0  # leased by this process and not spent yet
+    seen: float | None = None  # the shared bucket's level after our last lease (None: never)
+    seen_at: float = 0.0  # local clock then
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one lease at a time
+    ahead: asyncio.Task[None] | None = None  # a lease taken before the allowance runs out
+
+
+@dataclass
+class SharedCostLimiter(CostLimiter):
+    """Buckets shared by every process through `store`, leased a slice at a time.
+
+    A request is charged to the client's allowance in this process when it holds enough (no
+    database work); otherwise the process leases what is missing and a slice more (one
+    statement). Once the allowance falls under half a slice, the next slice is leased in the
+    background, so a steady client rarely waits for one. A request the shared bucket cannot
+    cover is refused with the same figures as before (`available` is this process's allowance
+    plus the shared level as of its last lease, refilled since).
+
+    The default clock (`time.monotonic`) is this machine's, so the rows are refilled by the
+    database's clock; a clock set by a test drives both. If the database cannot be reached for
+    a lease, the request is charged to the in-process bucket of `CostLimiter` instead (the old
+    per-process limit) until it can.
+    """
+
+    store: BucketStore | None = field(default=None, kw_only=True)
+    lease_points: float = field(default=0, kw_only=True)  # 0: 10 % of the capacity
+    leases: int = field(default=0, kw_only=True)  # leases this process asked for (a count)
+    _shares: dict[str, _Share] = field(default_factory=dict, kw_only=True)
+    _failing_since: float | None = field(default=None, kw_only=True)
+
+    @property
+    def slice(self) -> float:
+        wanted = self.lease_points or self.capacity / 10
+        return max(1.0, min(float(self.capacity), float(wanted)))
+
+    def _db_now(self) -> float | None:
+        return None if self.clock is time.monotonic else self.clock()
+
+    def _level(self, share: _Share, now: float) -> float:
+        """The shared bucket's level as this process last saw it, refilled since."""
+        if share.seen is None:
+            return float(self.capacity)
+        refilled = share.seen + max(0.0, now - share.seen_at) * self.restore_rate
+        return min(float(self.capacity), refilled)
+
+    def _available(self, share: _Share, now: float) -> float:
+        return min(float(self.capacity), share.allowance + self._level(share, now))
+
+    def _share(self, client_id: str) -> _Share:
+        share = self._shares.get(client_id)
+        if share is None:
+            if len(self._shares) >= self.max_clients:
+                self._forget_idle()
+            share = self._shares[client_id] = _Share()
+        return share
+
+    def _forget_idle(self) -> None:
+        """Drop clients holding nothing: their next request leases afresh."""
+        for client_id, share in list(self._shares.items()):
+            idle = share.ahead is None or share.ahead.done()
+            if share.allowance <= 0 and idle and not share.lock.locked():
+                del self._shares[client_id]
+
+    async def _lease(
+        self, client_id: str, share: _Share, need: float, want: float, partial: bool
+    ) -> bool:
+        """Lease from the store into `share`; False when the store could not be reached."""
+        assert self.store is not None
+        self.leases += 1
+        # The time the row is refilled to is at least this: an estimate from here on never
+        # falls short of the row (see `_short`).
+        asked_at = self.clock()
+        try:
+            lease = await self.store.lease(
+                client_id,
+                capacity=self.capacity,
+                restore_rate=self.restore_rate,
+                need=need,
+                want=want,
+                partial=partial,
+                now=self._db_now(),
+            )
+        except Exception:
+            if self._failing_since is None:
+                self._failing_since = self.clock()
+                log.warning(
+                    "rate limit: cannot lease from the shared buckets; limiting per process"
+                    " until the database answers",
+                    exc_info=True,
+                )
+            return False
+        if self._failing_since is not None:
+            self._failing_since = None
+            log.info("rate limit: the shared buckets answer again")
+        share.allowance += lease.granted
+        share.seen = lease.left_over
+        share.seen_at = asked_at
+        return True
+
+    def _lease_ahead(self, client_id: str, share: _Share) -> None:
+        """Lease the next slice in the background once the allowance runs low, when the
+        shared bucket (as last seen) can give a whole slice."""
+        if share.allowance >= self.slice / 2 or (share.ahead and not share.ahead.done()):
+            return
+        if self._level(share, self.clock()) < self.slice or self._failing_since is not None:
+            return
+
+        async def ahead() -> None:
+            async with share.lock:
+                if share.allowance < self.slice / 2:
+                    await self._lease(client_id, share, self.slice, self.slice, False)
+
+        share.ahead = asyncio.get_running_loop().create_task(ahead())
+
+    def _spend(self, client_id: str, share: _Share, cost: int) -> Throttle:
+        share.allowance -= cost
+        if cost > 0:  # a client of free operations (`__typename`) never needs a lease
+            self._lease_ahead(client_id, share)
+        available = self._available(share, self.clock())
+        return Throttle(True, cost, available, self.capacity, self.restore_rate)
+
+    async def charge(self, client_id: str, cost: int) -> Throttle:
+        if self.store is None:
+            return self.take(client_id, cost)
+        share = self._share(client_id)
+        if cost > self.capacity:  # can never run: nothing to lease (the refusal is charged)
+            available = self._available(share, self.clock())
+            return Throttle(False, cost, available, self.capacity, self.restore_rate)
+        if cost <= share.allowance:
+            return self._spend(client_id, share, cost)  # the common case: no database
+        async with share.lock:
+            # Meanwhile another request of this client may have leased (or spent).
+            if cost > share.allowance and not self._short(share, cost):
+                need = cost - share.allowance
+                if not await self._lease(client_id, share, need, max(need, self.slice), False):
+                    return self.take(client_id, cost)
+            if cost <= share.allowance:
+                return self._spend(client_id, share, cost)
+        available = self._available(share, self.clock())
+        return Throttle(False, cost, available, self.capacity, self.restore_rate)
+
+    def _short(self, share: _Share, cost: float) -> bool:
+        """Whether the shared bucket, as this process last saw it and refilled since, cannot
+        cover `cost`: then the request is refused here without a statement, so a client
+        hammering while throttled does not hammer its row. (Other processes only take from
+        the row meanwhile, so the estimate errs on the side of asking.)"""
+        return share.seen is not None and share.allowance + self._level(share, self.clock()) < cost
+
+    async def charge_refusal(self, client_id: str, cost: int) -> Throttle:
+        if self.store is None:
+            return self.refuse(client_id, cost)
+        share = self._share(client_id)
+        charge = float(self.refusal_cost)
+        if charge > share.allowance and not self._short(share, share.allowance + 1):
+            async with share.lock:
+                missing = charge - share.allowance
+                if missing > 0 and not await self._lease(client_id, share, 0, missing, True):
+                    return self.refuse(client_id, cost)
+        charged = min(charge, share.allowance)  # never below empty
+        share.allowance -= charged
+        available = self._available(share, self.clock())
+        return Throttle(False, cost, available, self.capacity, self.restore_rate, charged)
+
+    async def close(self) -> None:
+        """Stop leasing ahead and give back what this process leased and did not spend."""
+        for share in self._shares.values():
+            if share.ahead is not None and not share.ahead.done():
+                share.ahead.cancel()
+        tasks = [s.ahead for s in self._shares.values() if s.ahead is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+        unspent = {c: s.allowance for c, s in self._shares.items() if s.allowance > 0}
+        self._shares.clear()
+        if self.store is not None and unspent:
+            try:
+                await self.store.give_back(unspent, capacity=self.capacity)
+            except Exception:  # the points are simply not spent
+                log.warning("rate limit: could not give back unspent leases", exc_info=True)
+
 
 class CostLimit(SchemaExtension):
     """Charges each operation's cost to its client's bucket before it executes.
@@ -406,7 +629,7 @@ class CostLimit(SchemaExtension):
         self.limiter = limiter
         self.throttle: Throttle | None = None
 
-    def on_validate(self) -> Iterator[None]:
+    async def on_validate(self) -> AsyncIterator[None]:
         yield
         # A document refused for its shape (depth, aliases, spreads) is charged as well.
         ctx = self.execution_context
@@ -415,9 +638,11 @@ class CostLimit(SchemaExtension):
             return
         codes = {(e.extensions or {}).get("code") for e in ctx.pre_execution_errors or ()}
         if codes & LIMIT_CODES:
-            self.throttle = self.limiter.refuse(caller.client_id, self.limiter.refusal_cost)
+            self.throttle = await self.limiter.charge_refusal(
+                caller.client_id, self.limiter.refusal_cost
+            )
 
-    def on_execute(self) -> Iterator[None]:
+    async def on_execute(self) -> AsyncIterator[None]:
         ctx = self.execution_context
         caller = getattr(ctx.context, "caller", None)
         document = ctx.graphql_document
@@ -432,9 +657,9 @@ class CostLimit(SchemaExtension):
             ctx.variables,
             limit=math.floor(self.limiter.capacity),
         ).cost
-        throttle = self.limiter.take(caller.client_id, cost)
+        throttle = await self.limiter.charge(caller.client_id, cost)
         if throttle.over_capacity:
-            throttle = self.limiter.refuse(caller.client_id, cost)
+            throttle = await self.limiter.charge_refusal(caller.client_id, cost)
         self.throttle = throttle
         if not throttle.allowed:
             ctx.result = ExecutionResult(data=None, errors=[_refusal(throttle)])

@@ -1,8 +1,7 @@
-"""Mask unexpected errors: the client gets a code and a request id, the log gets the trace."""
+"""Mask unexpected errors: the client gets a code and a request id. The log gets the trace
+from the schema's error processing (schema/error_log.py), which sees every error first."""
 
 from __future__ import annotations
-
-import logging
 
 from graphql import GraphQLError
 from sqlalchemy.exc import DBAPIError
@@ -10,8 +9,6 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from strawberry.extensions import MaskErrors
 
 from ledger.errors import DomainError
-
-log = logging.getLogger("coalition.graphql")
 
 # SQLSTATE classes and codes that mean "the database is not there right now":
 # 08 connection exception, 57P01-57P03 admin/crash shutdown and "cannot connect now",
@@ -69,33 +66,15 @@ class MaskUnexpectedErrors(MaskErrors):
                 "The database is unavailable; retry shortly (a write retried with the same"
                 " idempotencyKey is booked at most once)"
             )
-            log.warning(
-                "database unavailable in %s (request %s): %s",
-                error.path,
-                request_id,
-                type(original).__name__,
-            )
         elif invalid_data(original):
             code = "INVALID_INPUT"
             message = (
                 "The input holds a value that cannot be stored (a NUL character, or a number"
                 " or a date out of range)"
             )
-            log.info(
-                "refused input in %s (request %s): SQLSTATE %s",
-                error.path,
-                request_id,
-                _sqlstate(original) if original else "",
-            )
         else:
             code = "INTERNAL_ERROR"
             message = self.error_message
-            log.error(
-                "unexpected error in %s (request %s)",
-                error.path,
-                request_id,
-                exc_info=original,
-            )
         return GraphQLError(
             message=message,
             nodes=error.nodes,

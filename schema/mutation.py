@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
+import strawberry
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -15,6 +16,14 @@ from ledger.errors import DomainError, ErrorCode
 from schema.context import Info
 
 T = TypeVar("T")
+# Every mutation's one argument: `input: Request[EarnPointsInput]`.
+Request = Annotated[
+    T,
+    strawberry.argument(
+        description="The request: each field is described on its input type; fields left out"
+        " take their defaults."
+    ),
+]
 log = logging.getLogger("coalition.mutation")
 MAX_ATTEMPTS = 4
 # deadlock_detected, serialization_failure: the transaction can simply run again.
@@ -34,6 +43,17 @@ def _sqlstate(exc: DBAPIError) -> str | None:
 
 async def in_transaction(
     info: Info, work: Callable[[AsyncConnection], Awaitable[T]], *, autocommit: bool = False
+) -> T | DomainError:
+    """Run `work` in a transaction (see `_run`); its outcome, once committed, is told to the
+    context (`Context.booked`: the app's metrics count earns and redemptions there)."""
+    result = await _run(info, work, autocommit)
+    if not isinstance(result, DomainError):
+        info.context.booked(result)
+    return result
+
+
+async def _run(
+    info: Info, work: Callable[[AsyncConnection], Awaitable[T]], autocommit: bool
 ) -> T | DomainError:
     """Run `work` in a transaction; a DomainError rolls everything back and is returned.
 

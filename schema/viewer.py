@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import strawberry
 
+from db.audit import get_entry
 from ledger.errors import DomainError
+from partners.caller import Scope
 from partners.service import get_partner
+from schema.audit import AuditEntry
 from schema.context import Info
 from schema.errors import query_error
 from schema.members.types import Member
@@ -23,13 +28,17 @@ NODE_SCOPES = {
     "Hold": "members:read",
     "Partner": ANY_CLIENT,
     "SettlementPeriod": "settlement:read",
+    "AuditEntry": Scope.OPERATOR,  # the audit log is the operator's alone
 }
 
 
-@strawberry.type
+@strawberry.type(description="The API client behind the token.")
 class Viewer:
-    client_id: str
-    scopes: list[str]
+    client_id: str = strawberry.field(description="The OAuth client id (`cl_...`).")
+    scopes: list[str] = strawberry.field(
+        description="The scopes the token grants, sorted (`@hasScope` on each field says"
+        " which it needs)."
+    )
     partner_id: strawberry.Private[object]
 
     @strawberry.field(description="The caller's partner; null for the operator.")
@@ -43,7 +52,10 @@ class Viewer:
 
 @strawberry.type
 class ViewerQueries:
-    @strawberry.field(extensions=requires("viewer", ANY_CLIENT))
+    @strawberry.field(
+        description="Who is calling: the client, its scopes and its partner.",
+        extensions=requires("viewer", ANY_CLIENT),
+    )
     def viewer(self, info: Info) -> Viewer:
         caller = info.context.caller
         return Viewer(
@@ -54,14 +66,22 @@ class ViewerQueries:
         description="Any object by its global id; null when missing or not visible.",
         extensions=requires("node", ANY_CLIENT),
     )
-    async def node(self, info: Info, id: strawberry.ID) -> Node | None:
+    async def node(
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="A global id.")],
+    ) -> Node | None:
         try:
             type_name, raw = from_global_id(id)
         except DomainError as exc:
             raise query_error(exc) from exc
         caller = info.context.caller
         scope = NODE_SCOPES.get(type_name)
-        if scope is None or (scope != ANY_CLIENT and not caller.has(scope)):
+        if scope is None:
+            return None
+        if scope == Scope.OPERATOR and not caller.is_operator:
+            return None
+        if scope != ANY_CLIENT and not caller.has(scope):
             return None
         ctx = info.context
         if type_name == "Member":
@@ -77,6 +97,10 @@ class ViewerQueries:
             async with ctx.read() as conn:
                 period = await get_period(conn, raw)
             return SettlementPeriod.of(period) if period else None
+        if type_name == "AuditEntry":
+            async with ctx.read() as conn:
+                entry = await get_entry(conn, raw)
+            return AuditEntry.of(entry) if entry else None
         partner = await ctx.partners.load(raw)
         if partner is None or not (caller.is_operator or caller.partner_id == partner.id):
             return None

@@ -33,7 +33,7 @@ def _embedded_test_url() -> tuple[str, str]:
 
     from db.embedded import embedded_socket_dir
 
-    socket_dir = embedded_socket_dir(ROOT / ".coalition-test" / "pg")
+    socket_dir = embedded_socket_dir(suite_cluster_dir())
     name = f"coalition_test_{os.getpid()}_{secrets.token_hex(3)}"
     psql = _psql()
     subprocess.run(
@@ -52,6 +52,22 @@ def _embedded_test_url() -> tuple[str, str]:
         capture_output=True,
     )
     return f"postgresql+asyncpg://postgres@/{name}?host={socket_dir}", name
+
+
+def suite_cluster_dir() -> Path:
+    """The suite's embedded cluster (COALITION_TEST_PGDATA moves it, for the test of this)."""
+    return Path(os.environ.get("COALITION_TEST_PGDATA") or ROOT / ".coalition-test" / "pg")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop the embedded PostgreSQL servers this session started (the suite's cluster, the
+    benchmarks' one), after every fixture has dropped its database. One that was running
+    before the session, or that another live process also opened, is left running."""
+    from db.embedded import other_handles, started_by_this_process, stop_embedded
+
+    for pgdata in started_by_this_process():
+        if not other_handles(pgdata):
+            stop_embedded(pgdata)
 
 
 def _psql() -> str:
@@ -202,7 +218,10 @@ def server(database_url: str) -> Iterator[str]:
     from api.settings import load_settings
 
     settings = load_settings()
-    with serving(create_app(database_url, settings=settings, run_expiry=False), settings) as url:
+    # The outbox worker runs in the server, as in `coalition serve`: end-to-end tests see
+    # consumers' effects.
+    app = create_app(database_url, settings=settings, run_expiry=False, run_worker=True)
+    with serving(app, settings) as url:
         yield url
 
 

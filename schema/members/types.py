@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Annotated
 
 import strawberry
 
@@ -15,12 +16,21 @@ from partners.caller import Caller
 from schema.context import Info
 from schema.errors import query_error
 from schema.points.types import Transfer
-from schema.relay import Connection, Node, connection, decode_cursor, page_size, to_global_id
+from schema.relay import (
+    After,
+    Connection,
+    First,
+    Node,
+    connection,
+    decode_cursor,
+    page_size,
+    to_global_id,
+)
 
 MAX_EXPIRING_DAYS = 3650
 
 
-@strawberry.type
+@strawberry.type(description="A member's points, coalition-wide (the same whichever partner asks).")
 class Balance:
     available: int = strawberry.field(description="Spendable now (after holds).")
     pending: int = strawberry.field(description="Earned, not yet available (return window).")
@@ -31,7 +41,13 @@ class Balance:
     member_id: strawberry.Private[uuid.UUID]
 
     @strawberry.field(description="Points that expire within the given number of days.")
-    async def expiring(self, info: Info, within_days: int = 30) -> int:
+    async def expiring(
+        self,
+        info: Info,
+        within_days: Annotated[
+            int, strawberry.argument(description=f"0 to {MAX_EXPIRING_DAYS} days from now.")
+        ] = 30,
+    ) -> int:
         if not 0 <= within_days <= MAX_EXPIRING_DAYS:
             raise query_error(
                 DomainError(
@@ -44,11 +60,18 @@ class Balance:
             return await queries.expiring(conn, self.member_id, within_days)
 
 
-@strawberry.type
+@strawberry.type(
+    description="A customer of the coalition: one phone, one wallet shared by every partner."
+    " A partner sees only members enrolled with it."
+)
 class Member(Node):
-    phone: str = strawberry.field(description="E.164; masked for partners.")
-    partner_ref: str | None = strawberry.field(description="The calling partner's reference.")
-    created_at: datetime
+    phone: str = strawberry.field(
+        description="E.164 (`+79123456789`); masked for partners (`+7912*****89`)."
+    )
+    partner_ref: str | None = strawberry.field(
+        description="The calling partner's own reference for the member, if it gave one."
+    )
+    created_at: datetime = strawberry.field(description="When the member first enrolled.")
     member_id: strawberry.Private[uuid.UUID]
 
     @classmethod
@@ -61,7 +84,7 @@ class Member(Node):
             member_id=r.id,
         )
 
-    @strawberry.field
+    @strawberry.field(description="The member's points, coalition-wide.")
     async def balance(self, info: Info) -> Balance:
         b = await info.context.balances.load(self.member_id)
         return Balance(
@@ -76,7 +99,7 @@ class Member(Node):
         description="History, newest first. A partner sees the transfers booked at it."
     )
     async def transfers(
-        self, info: Info, first: int | None = None, after: str | None = None
+        self, info: Info, first: First = None, after: After = None
     ) -> Connection[Transfer]:
         try:
             size = page_size(first)
@@ -93,4 +116,4 @@ class Member(Node):
                 before=before,
                 limit=size + 1,
             )
-        return connection([Transfer.of(r) for r in rows], [r.id for r in rows], size)
+        return connection([Transfer.of(r) for r in rows], [r.id for r in rows], size, before)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -17,7 +17,7 @@ from schema.context import Info
 from schema.errors import UserError, query_error
 from schema.members.inputs import MemberRef
 from schema.members.types import Member
-from schema.mutation import in_transaction
+from schema.mutation import Request, in_transaction
 from schema.permissions import requires
 from schema.points.types import EarnExplanationLine, Hold, Transfer
 from schema.relay import from_global_id
@@ -40,104 +40,186 @@ async def _hold(info: Info, raw: str) -> Hold | None:
     return Hold.of(found) if found else None
 
 
-@strawberry.input
+@strawberry.input(description="A purchase at the calling partner to give points for.")
 class EarnPointsInput:
-    member: MemberRef
-    amount: Decimal = strawberry.field(description="Purchase amount in currency units.")
-    reference: str = strawberry.field(description="The partner's own receipt or order id.")
-    idempotency_key: str
+    member: MemberRef = strawberry.field(
+        description="The member, by exactly one of id, phone and partnerRef."
+    )
+    amount: Decimal = strawberry.field(
+        description='Purchase amount in currency units ("1499.90"): positive, at most the'
+        " currency's decimals (2 for RUB)."
+    )
+    reference: str = strawberry.field(
+        description="The partner's own receipt or order id (1 to 200 characters)."
+    )
+    idempotency_key: str = strawberry.field(
+        description="Unique per API client (1 to 200 characters): a replay with the same key"
+        " returns the first answer and books nothing; the same key with another request is"
+        " refused with IDEMPOTENCY_KEY_REUSED."
+    )
     occurred_at: datetime | None = strawberry.field(
-        default=None, description="When the purchase happened (default now)."
+        default=None,
+        description="When the purchase happened (default now): not in the future, and not so"
+        " old that its points would already have expired. Prices in force then apply.",
     )
 
 
-@strawberry.type
+@strawberry.type(description="The result of earnPoints.")
 class EarnPointsPayload:
-    points: int
-    explanation: list[EarnExplanationLine]
-    errors: list[UserError]
+    points: int = strawberry.field(
+        description="Points given: floor(amount × earnRate) by the rate card in force (0 when"
+        " refused)."
+    )
+    explanation: list[EarnExplanationLine] = strawberry.field(
+        description="Why that many points, one line per rule."
+    )
+    errors: list[UserError] = strawberry.field(
+        description="Why the earn was refused; empty when it was booked (or replayed)."
+    )
     transfer_id: strawberry.Private[str | None] = None
     member_id: strawberry.Private[str | None] = None
 
     # Loaded only when selected: a till that asks for `points` costs no extra query.
-    @strawberry.field
+    @strawberry.field(description="The EARN transfer; null when refused or 0 points.")
     async def transfer(self, info: Info) -> Transfer | None:
         return await _transfer(info, self.transfer_id)
 
-    @strawberry.field
+    @strawberry.field(description="The member, with the new balance; null when refused.")
     async def member(self, info: Info) -> Member | None:
         return await _member(info, self.member_id) if self.member_id else None
 
 
-@strawberry.input
+@strawberry.input(description="Points to burn at the calling partner.")
 class RedeemPointsInput:
-    member: MemberRef
-    points: int
-    reference: str
-    idempotency_key: str
+    member: MemberRef = strawberry.field(
+        description="The member, by exactly one of id, phone and partnerRef."
+    )
+    points: int = strawberry.field(
+        description="Points to burn: positive, at most the member's available points."
+    )
+    reference: str = strawberry.field(
+        description="The partner's own receipt or order id (1 to 200 characters)."
+    )
+    idempotency_key: str = strawberry.field(
+        description="Unique per API client (1 to 200 characters): a replay with the same key"
+        " returns the first answer and books nothing; the same key with another request is"
+        " refused with IDEMPOTENCY_KEY_REUSED."
+    )
 
 
-@strawberry.type
+@strawberry.type(description="The result of redeemPoints.")
 class RedeemPointsPayload:
-    points: int
-    value: Decimal | None = strawberry.field(description="Money value of the points burnt.")
-    errors: list[UserError]
+    points: int = strawberry.field(description="Points burnt (0 when refused).")
+    value: Decimal | None = strawberry.field(
+        description="Money value of the points burnt (points × pointValue, in currency"
+        " units); null when refused."
+    )
+    errors: list[UserError] = strawberry.field(
+        description="Why the redemption was refused; empty when it was booked (or replayed)."
+    )
     transfer_id: strawberry.Private[str | None] = None
     member_id: strawberry.Private[str | None] = None
 
     # Loaded only when selected, as for earnPoints.
-    @strawberry.field
+    @strawberry.field(description="The REDEEM transfer; null when refused.")
     async def transfer(self, info: Info) -> Transfer | None:
         return await _transfer(info, self.transfer_id)
 
-    @strawberry.field
+    @strawberry.field(description="The member, with the new balance; null when refused.")
     async def member(self, info: Info) -> Member | None:
         return await _member(info, self.member_id) if self.member_id else None
 
 
-@strawberry.input
+@strawberry.input(description="An earn or a redemption the caller booked, to take back.")
 class ReverseTransferInput:
-    transfer_id: strawberry.ID
-    idempotency_key: str
-    points: int | None = strawberry.field(default=None, description="Partial; default all.")
-    reason: str | None = None
+    transfer_id: strawberry.ID = strawberry.field(
+        description="The EARN or REDEEM transfer's global id."
+    )
+    idempotency_key: str = strawberry.field(
+        description="Unique per API client (1 to 200 characters): a replay with the same key"
+        " returns the first answer and books nothing; the same key with another request is"
+        " refused with IDEMPOTENCY_KEY_REUSED."
+    )
+    points: int | None = strawberry.field(
+        default=None,
+        description="How many points to reverse (a partial return); default all that remain.",
+    )
+    reason: str | None = strawberry.field(
+        default=None, description="Why, for the record (`Transfer.reason`)."
+    )
 
 
-@strawberry.type
+@strawberry.type(description="The result of reverseTransfer.")
 class ReverseTransferPayload:
-    transfer: Transfer | None
-    member: Member | None
-    errors: list[UserError]
+    transfer: Transfer | None = strawberry.field(
+        description="The REVERSAL transfer; null when refused."
+    )
+    member: Member | None = strawberry.field(
+        description="The member, with the new balance (and any debt); null when refused."
+    )
+    errors: list[UserError] = strawberry.field(
+        description="Why the reversal was refused; empty when it was booked (or replayed)."
+    )
 
 
-@strawberry.input
+@strawberry.input(description="Points to reserve at checkout (two-phase redemption).")
 class HoldPointsInput:
-    member: MemberRef
-    points: int
-    reference: str
-    idempotency_key: str
-    ttl_minutes: int = 15
+    member: MemberRef = strawberry.field(
+        description="The member, by exactly one of id, phone and partnerRef."
+    )
+    points: int = strawberry.field(
+        description="Points to reserve: positive, at most the member's available points."
+    )
+    reference: str = strawberry.field(
+        description="The partner's own receipt or order id (1 to 200 characters)."
+    )
+    idempotency_key: str = strawberry.field(
+        description="Unique per API client (1 to 200 characters): a replay with the same key"
+        " returns the first answer and books nothing; the same key with another request is"
+        " refused with IDEMPOTENCY_KEY_REUSED."
+    )
+    ttl_minutes: int = strawberry.field(
+        default=15,
+        description="Minutes until an uncaptured hold lapses by itself (1 to 10080, a week).",
+    )
 
 
-@strawberry.input
+@strawberry.input(description="A hold to redeem.")
 class CaptureHoldInput:
-    hold_id: strawberry.ID
-    idempotency_key: str
-    points: int | None = strawberry.field(default=None, description="Default: all held points.")
+    hold_id: strawberry.ID = strawberry.field(description="The ACTIVE hold's global id.")
+    idempotency_key: str = strawberry.field(
+        description="Unique per API client (1 to 200 characters): a replay with the same key"
+        " returns the first answer and books nothing; the same key with another request is"
+        " refused with IDEMPOTENCY_KEY_REUSED."
+    )
+    points: int | None = strawberry.field(
+        default=None,
+        description="Points to redeem, at most those held (the rest is released); default all.",
+    )
 
 
-@strawberry.input
+@strawberry.input(description="A hold to release without redeeming.")
 class VoidHoldInput:
-    hold_id: strawberry.ID
-    idempotency_key: str
+    hold_id: strawberry.ID = strawberry.field(description="The ACTIVE hold's global id.")
+    idempotency_key: str = strawberry.field(
+        description="Unique per API client (1 to 200 characters): a replay with the same key"
+        " returns the first answer and books nothing; the same key with another request is"
+        " refused with IDEMPOTENCY_KEY_REUSED."
+    )
 
 
-@strawberry.type
+@strawberry.type(description="The result of holdPoints, captureHold and voidHold.")
 class HoldPayload:
-    hold: Hold | None
-    transfer: Transfer | None
-    member: Member | None
-    errors: list[UserError]
+    hold: Hold | None = strawberry.field(description="The hold as it now stands.")
+    transfer: Transfer | None = strawberry.field(
+        description="The REDEEM transfer a capture booked; null otherwise."
+    )
+    member: Member | None = strawberry.field(
+        description="The member, with the new balance; null when refused."
+    )
+    errors: list[UserError] = strawberry.field(
+        description="Why the request was refused; empty when it was done (or replayed)."
+    )
 
 
 def _errors(result: Any) -> list[UserError]:
@@ -150,7 +232,11 @@ class PointsQueries:
         description="A transfer booked at the calling partner (any, for the operator).",
         extensions=requires("transfer", Scope.MEMBERS_READ),
     )
-    async def transfer(self, info: Info, id: strawberry.ID) -> Transfer | None:
+    async def transfer(
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The transfer's global id.")],
+    ) -> Transfer | None:
         try:
             _, raw = from_global_id(id, "Transfer")
         except DomainError as exc:
@@ -165,7 +251,7 @@ class PointsMutations:
         description="Give points for a purchase at the calling partner.",
         extensions=requires("earnPoints", Scope.POINTS_EARN),
     )
-    async def earn_points(self, info: Info, input: EarnPointsInput) -> EarnPointsPayload:
+    async def earn_points(self, info: Info, input: Request[EarnPointsInput]) -> EarnPointsPayload:
         async def work(conn: AsyncConnection) -> ops.EarnOutcome:
             return await ops.earn_points(
                 conn,
@@ -194,7 +280,9 @@ class PointsMutations:
         description="Burn points at the calling partner.",
         extensions=requires("redeemPoints", Scope.POINTS_REDEEM),
     )
-    async def redeem_points(self, info: Info, input: RedeemPointsInput) -> RedeemPointsPayload:
+    async def redeem_points(
+        self, info: Info, input: Request[RedeemPointsInput]
+    ) -> RedeemPointsPayload:
         async def work(conn: AsyncConnection) -> ops.RedeemOutcome:
             return await ops.redeem_points(
                 conn,
@@ -223,10 +311,10 @@ class PointsMutations:
         extensions=requires("reverseTransfer", Scope.POINTS_REVERSE),
     )
     async def reverse_transfer(
-        self, info: Info, input: ReverseTransferInput
+        self, info: Info, input: Request[ReverseTransferInput]
     ) -> ReverseTransferPayload:
         async def work(conn: AsyncConnection) -> ops.ReverseOutcome:
-            _, transfer_id = from_global_id(input.transfer_id, "Transfer")
+            _, transfer_id = from_global_id(input.transfer_id, "Transfer", ["transferId"])
             return await ops.reverse_transfer(
                 conn,
                 info.context.caller,
@@ -249,7 +337,7 @@ class PointsMutations:
         description="Reserve points at checkout; capture or void them later.",
         extensions=requires("holdPoints", Scope.POINTS_REDEEM),
     )
-    async def hold_points(self, info: Info, input: HoldPointsInput) -> HoldPayload:
+    async def hold_points(self, info: Info, input: Request[HoldPointsInput]) -> HoldPayload:
         async def work(conn: AsyncConnection) -> ops.HoldOutcome:
             return await ops.hold_points(
                 conn,
@@ -267,9 +355,9 @@ class PointsMutations:
         description="Redeem held points (all, or fewer: the rest is released).",
         extensions=requires("captureHold", Scope.POINTS_REDEEM),
     )
-    async def capture_hold(self, info: Info, input: CaptureHoldInput) -> HoldPayload:
+    async def capture_hold(self, info: Info, input: Request[CaptureHoldInput]) -> HoldPayload:
         async def work(conn: AsyncConnection) -> ops.HoldOutcome:
-            _, hold_id = from_global_id(input.hold_id, "Hold")
+            _, hold_id = from_global_id(input.hold_id, "Hold", ["holdId"])
             return await ops.capture_hold(
                 conn,
                 info.context.caller,
@@ -284,9 +372,9 @@ class PointsMutations:
         description="Release a hold without redeeming.",
         extensions=requires("voidHold", Scope.POINTS_REDEEM),
     )
-    async def void_hold(self, info: Info, input: VoidHoldInput) -> HoldPayload:
+    async def void_hold(self, info: Info, input: Request[VoidHoldInput]) -> HoldPayload:
         async def work(conn: AsyncConnection) -> ops.HoldOutcome:
-            _, hold_id = from_global_id(input.hold_id, "Hold")
+            _, hold_id = from_global_id(input.hold_id, "Hold", ["holdId"])
             return await ops.void_hold(
                 conn, info.context.caller, hold_id=hold_id, idempotency_key=input.idempotency_key
             )

@@ -15,7 +15,7 @@ from partners.caller import Scope
 from schema.context import Info
 from schema.errors import ErrorCode, UserError
 from schema.members.inputs import MemberRef
-from schema.mutation import in_transaction
+from schema.mutation import Request, in_transaction
 from schema.permissions import requires
 from schema.relay import to_global_id
 
@@ -24,16 +24,25 @@ MAX_ROWS = 5_000
 
 @strawberry.input(description="One purchase of a batch, as earnPoints takes it.")
 class EarnRowInput:
-    member: MemberRef
-    amount: Decimal = strawberry.field(description="Purchase amount in currency units.")
-    reference: str = strawberry.field(description="The partner's own receipt or order id.")
-    idempotency_key: str
+    member: MemberRef = strawberry.field(
+        description="The member, by exactly one of id, phone and partnerRef."
+    )
+    amount: Decimal = strawberry.field(
+        description="Purchase amount in currency units: positive, at most the currency's decimals."
+    )
+    reference: str = strawberry.field(
+        description="The partner's own receipt or order id (1 to 200 characters)."
+    )
+    idempotency_key: str = strawberry.field(
+        description="Unique per API client, shared with earnPoints: a row whose key already"
+        " booked the same purchase is replayed (listed in replayedRows), not booked again."
+    )
     occurred_at: datetime | None = strawberry.field(
         default=None, description="When the purchase happened (default now)."
     )
 
 
-@strawberry.input
+@strawberry.input(description="A batch of purchases at the calling partner.")
 class EarnPointsBatchInput:
     rows: list[EarnRowInput] = strawberry.field(
         description=f"At most {MAX_ROWS:,} purchases, each with its own idempotencyKey."
@@ -43,29 +52,39 @@ class EarnPointsBatchInput:
 @strawberry.type(description="A row of the batch that was not booked, and why.")
 class EarnRowError:
     index: int = strawberry.field(description="The row's position in `rows`, from 0.")
-    code: ErrorCode  # type: ignore[valid-type]
-    message: str
-    field: list[str] | None
+    code: ErrorCode = strawberry.field(  # type: ignore[valid-type]
+        description="Why the row was refused, as earnPoints would refuse it."
+    )
+    message: str = strawberry.field(description="The same for people.")
+    field: list[str] | None = strawberry.field(
+        description="The path of the field within the row (`rows[index]`), as the client"
+        ' wrote it: `["amount"]`, `["member", "phone"]`; null when it concerns no single'
+        " field."
+    )
 
 
 @strawberry.type(description="A row whose idempotencyKey was already used for the same purchase.")
 class EarnRowReplay:
-    index: int
+    index: int = strawberry.field(description="The row's position in `rows`, from 0.")
     transfer_id: strawberry.ID | None = strawberry.field(
         description="The transfer the key booked first (null: it earned 0 points)."
     )
-    points: int
+    points: int = strawberry.field(description="Points the key booked first.")
 
 
-@strawberry.type
+@strawberry.type(description="The result of earnPointsBatch: counts, and the rows not booked.")
 class EarnPointsBatchPayload:
     booked: int = strawberry.field(description="Rows booked by this call.")
     replayed: int = strawberry.field(description="Rows whose key had already booked them.")
     rejected: int = strawberry.field(description="Rows not booked (see rejectedRows).")
     transfers: int = strawberry.field(description="EARN transfers booked (0-point rows book none).")
     points: int = strawberry.field(description="Points booked by this call.")
-    rejected_rows: list[EarnRowError]
-    replayed_rows: list[EarnRowReplay]
+    rejected_rows: list[EarnRowError] = strawberry.field(
+        description="The rows not booked, in row order, with why."
+    )
+    replayed_rows: list[EarnRowReplay] = strawberry.field(
+        description="The rows whose key had already booked them, in row order."
+    )
     errors: list[UserError] = strawberry.field(
         description="Why the whole batch was refused (then nothing was booked)."
     )
@@ -95,7 +114,7 @@ class PointsBatchMutations:
         extensions=requires("earnPointsBatch", Scope.POINTS_EARN),
     )
     async def earn_points_batch(
-        self, info: Info, input: EarnPointsBatchInput
+        self, info: Info, input: Request[EarnPointsBatchInput]
     ) -> EarnPointsBatchPayload:
         if len(input.rows) > MAX_ROWS:
             return _refused(
@@ -113,7 +132,9 @@ class PointsBatchMutations:
                 member = row.member.to_domain()
             except DomainError as exc:
                 refused.append(
-                    EarnRowError(index=index, code=exc.code, message=exc.message, field=exc.field)
+                    EarnRowError(
+                        index=index, code=exc.code, message=exc.message, field=exc.field or None
+                    )
                 )
                 continue
             rows.append(
@@ -128,7 +149,9 @@ class PointsBatchMutations:
         if isinstance(result, DomainError):
             return _refused(result)
         rejected = refused + [
-            EarnRowError(index=indexes[r.index], code=r.code, message=r.message, field=r.field)
+            EarnRowError(
+                index=indexes[r.index], code=r.code, message=r.message, field=r.field or None
+            )
             for r in result.rejected
         ]
         rejected.sort(key=lambda e: e.index)

@@ -13,6 +13,7 @@ from strawberry.dataloader import DataLoader
 from ledger.queries import HoldRecord, TransferRecord
 from partners.settings import CoalitionSettings, load_settings
 from schema.context import Info
+from schema.enums import described_enum
 from schema.partners.types import Partner
 from schema.relay import Node, to_global_id
 
@@ -35,7 +36,6 @@ async def coalition_settings(info: Info) -> CoalitionSettings:
     return found
 
 
-@strawberry.enum
 class TransferCode(Enum):
     EARN = "EARN"
     REDEEM = "REDEEM"
@@ -47,20 +47,55 @@ class TransferCode(Enum):
     BREAKAGE_REVERSAL = "BREAKAGE_REVERSAL"
 
 
-@strawberry.type(description="One line of why points were given.")
+described_enum(
+    TransferCode,
+    name="TransferCode",
+    description="What a transfer did to a member's points. New codes may be added (the"
+    " contract names more to come, such as REFERRAL_BONUS): show an unknown one generically.",
+    values={
+        "EARN": "Points given for a purchase at a partner (they may be pending during its"
+        " return window).",
+        "REDEEM": "Points burnt at a partner, by redeemPoints or a captured hold.",
+        "REVERSAL": "All or part of an earn or a redemption taken back (a return, a refund);"
+        " `reversalOf` is the original.",
+        "EXPIRY": "Points that expired unused (breakage), one per member and issuer per sweep.",
+        "ADJUSTMENT": "A correction booked by the operator when resolving a reconciliation break.",
+        "DEBT": "Points the member owes: a reversal found fewer points than it had to take back.",
+        "DEBT_REPAYMENT": "Points of a later earn or refund that repaid a debt first.",
+        "BREAKAGE_REVERSAL": "Expired points taken back out of breakage when their earn was"
+        " reversed (the member is not charged twice).",
+    },
+)
+
+
+@strawberry.type(description="One line of why points were given (an earn's explanation).")
 class EarnExplanationLine:
-    rule: str
-    description: str
-    points: int
+    rule: str = strawberry.field(
+        description="The rule that gave these points, for programs (such as `BASE_RATE`);"
+        " new rules appear as the earn engine grows."
+    )
+    description: str = strawberry.field(
+        description="The same for people: what was applied, such as the rate and the amount."
+    )
+    points: int = strawberry.field(description="Points this line gave (the lines add up).")
 
 
-@strawberry.type
+@strawberry.type(
+    description="One immutable movement of points, booked by a partner's client, the operator"
+    " or the platform itself (expiry). Corrections are new transfers, never edits."
+)
 class Transfer(Node):
-    code: TransferCode
-    points: int
-    reference: str | None
-    occurred_at: datetime
-    created_at: datetime
+    code: TransferCode = strawberry.field(description="What the transfer did.")
+    points: int = strawberry.field(
+        description="How many points moved (always positive; `code` gives the direction)."
+    )
+    reference: str | None = strawberry.field(
+        description="The partner's own receipt or order id, as it was sent."
+    )
+    occurred_at: datetime = strawberry.field(
+        description="When it happened at the partner (an earn's `occurredAt`; else when booked)."
+    )
+    created_at: datetime = strawberry.field(description="When it was booked.")
     record: strawberry.Private[TransferRecord]
 
     @classmethod
@@ -82,14 +117,16 @@ class Transfer(Node):
         settings = await coalition_settings(info)
         return settings.money(self.record.amount)
 
-    @strawberry.field
+    @strawberry.field(
+        description="The partner where it was booked; null for the platform's own (expiry)."
+    )
     async def partner(self, info: Info) -> Partner | None:
         if self.record.partner_id is None:
             return None
         found = await info.context.partners.load(self.record.partner_id)
         return Partner.of(found) if found else None
 
-    @strawberry.field
+    @strawberry.field(description="The member whose points moved, if the caller may see them.")
     async def member(
         self, info: Info
     ) -> Annotated[Member, strawberry.lazy("schema.members.types")] | None:
@@ -112,13 +149,12 @@ class Transfer(Node):
         lines = self.record.metadata.get("explanation", [])
         return [EarnExplanationLine(**line) for line in lines]
 
-    @strawberry.field
+    @strawberry.field(description="Why a reversal was booked, as its caller wrote it.")
     def reason(self) -> str | None:
         value = self.record.metadata.get("reason")
         return str(value) if value is not None else None
 
 
-@strawberry.enum
 class HoldStatus(Enum):
     ACTIVE = "ACTIVE"
     CAPTURED = "CAPTURED"
@@ -126,13 +162,29 @@ class HoldStatus(Enum):
     EXPIRED = "EXPIRED"
 
 
-@strawberry.type
+described_enum(
+    HoldStatus,
+    name="HoldStatus",
+    description="Where a hold (two-phase redemption) stands.",
+    values={
+        "ACTIVE": "The points are reserved: out of `available`, counted in `held`.",
+        "CAPTURED": "The points were redeemed (`transfer` is the redemption).",
+        "VOIDED": "Released by voidHold; nothing was redeemed.",
+        "EXPIRED": "Lapsed after its `ttlMinutes` without a capture; nothing was redeemed.",
+    },
+)
+
+
+@strawberry.type(
+    description="Points reserved at checkout by holdPoints, then captured (redeemed) or voided;"
+    " an uncaptured hold lapses by itself at `expiresAt`."
+)
 class Hold(Node):
-    points: int
-    reference: str
-    status: HoldStatus
-    expires_at: datetime
-    created_at: datetime
+    points: int = strawberry.field(description="Points reserved.")
+    reference: str = strawberry.field(description="The partner's own order id, as it was sent.")
+    status: HoldStatus = strawberry.field(description="Where the hold stands.")
+    expires_at: datetime = strawberry.field(description="When an uncaptured hold lapses by itself.")
+    created_at: datetime = strawberry.field(description="When the hold was placed.")
     record: strawberry.Private[HoldRecord]
 
     @classmethod

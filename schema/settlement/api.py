@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
+from typing import Annotated
 
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -16,21 +17,31 @@ from partners.caller import Scope
 from partners.settings import load_settings
 from schema.audit import break_details, payment_details, report_details
 from schema.context import Info
+from schema.enums import described_enum
 from schema.errors import UserError, query_error
-from schema.mutation import in_transaction
+from schema.mutation import Request, in_transaction
 from schema.permissions import requires
-from schema.relay import Connection, connection, decode_cursor, from_global_id, page_size
+from schema.relay import (
+    After,
+    Connection,
+    First,
+    connection,
+    decode_cursor,
+    from_global_id,
+    page_size,
+)
 from schema.settlement.types import (
     PartnerReport,
     PaymentInstruction,
     ReconciliationBreak,
+    ReportRecordKind,
     SettlementPeriod,
 )
 from settlement import close, payments, periods, reconciliation
 from settlement.records import ReportLine
 
 
-@strawberry.input
+@strawberry.input(description="Which period to close, and where.")
 class CloseSettlementPeriodInput:
     cutoff: datetime | None = strawberry.field(
         default=None, description="Default now; not before the period's start, not in the future."
@@ -42,68 +53,96 @@ class CloseSettlementPeriodInput:
     )
 
 
-@strawberry.type
+@strawberry.type(description="The result of closeSettlementPeriod.")
 class CloseSettlementPeriodPayload:
-    period: SettlementPeriod | None
-    errors: list[UserError]
+    period: SettlementPeriod | None = strawberry.field(
+        description="The period just closed, with its settlement; null when refused."
+    )
+    errors: list[UserError] = strawberry.field(
+        description="Why it was refused; empty when the period was closed."
+    )
 
 
-@strawberry.input
+@strawberry.input(description="A payment instruction the bank has executed.")
 class RecordSettlementPaymentInput:
-    instruction_id: strawberry.ID
-    bank_reference: str
+    instruction_id: strawberry.ID = strawberry.field(
+        description="The payment instruction's global id."
+    )
+    bank_reference: str = strawberry.field(
+        description="The bank's reference of the payment (1 to 200 characters)."
+    )
 
 
-@strawberry.type
+@strawberry.type(description="The result of recordSettlementPayment.")
 class RecordSettlementPaymentPayload:
-    instruction: PaymentInstruction | None
-    period: SettlementPeriod | None
-    errors: list[UserError]
+    instruction: PaymentInstruction | None = strawberry.field(
+        description="The instruction, now paid; null when refused."
+    )
+    period: SettlementPeriod | None = strawberry.field(
+        description="Its period (SETTLED once its last payment is recorded)."
+    )
+    errors: list[UserError] = strawberry.field(
+        description="Why it was refused; empty when the payment was recorded."
+    )
 
 
-@strawberry.enum
-class ReportRecordKind(Enum):
-    EARN = "EARN"
-    REDEEM = "REDEEM"
-    REVERSAL = "REVERSAL"
-
-
-@strawberry.input
+@strawberry.input(description="One record of a partner's own account of the period.")
 class ReportRecordInput:
-    reference: str
-    kind: ReportRecordKind
-    points: int
+    reference: str = strawberry.field(
+        description="The partner's reference (a reversal: its original transfer's reference)."
+    )
+    kind: ReportRecordKind = strawberry.field(description="What the record is.")
+    points: int = strawberry.field(description="Points, positive.")
     amount: Decimal | None = strawberry.field(
         default=None, description="EARN: the purchase amount; REDEEM: the points' value."
     )
 
 
-@strawberry.input
+@strawberry.input(description="A partner's own record of a closed period.")
 class SubmitPartnerReportInput:
-    period_id: strawberry.ID
-    records: list[ReportRecordInput]
+    period_id: strawberry.ID = strawberry.field(description="The period's global id.")
+    records: list[ReportRecordInput] = strawberry.field(
+        description="Every earn, redemption and reversal the partner has for the period."
+    )
     partner_id: strawberry.ID | None = strawberry.field(
         default=None, description="Operator only: the partner the report is for."
     )
 
 
-@strawberry.type
+@strawberry.type(description="The result of submitPartnerReport.")
 class SubmitPartnerReportPayload:
-    report: PartnerReport | None
-    errors: list[UserError]
+    report: PartnerReport | None = strawberry.field(
+        description="The stored report with the breaks found; null when refused."
+    )
+    errors: list[UserError] = strawberry.field(
+        description="Why it was refused (then nothing was stored)."
+    )
 
 
-@strawberry.enum
 class BreakResolution(Enum):
     ACCEPT = "ACCEPT"
     ADJUST = "ADJUST"
 
 
-@strawberry.input
+described_enum(
+    BreakResolution,
+    name="BreakResolution",
+    description="How the operator resolves a reconciliation break.",
+    values={
+        "ACCEPT": "Accept the difference with a note; nothing is booked.",
+        "ADJUST": "Book an ADJUSTMENT transfer against the operator's adjustment account, and"
+        " its obligation in the OPEN period.",
+    },
+)
+
+
+@strawberry.input(description="A reconciliation break to resolve.")
 class ResolveReconciliationBreakInput:
-    break_id: strawberry.ID
-    action: BreakResolution
-    note: str | None = None
+    break_id: strawberry.ID = strawberry.field(description="The break's global id.")
+    action: BreakResolution = strawberry.field(description="How to resolve it.")
+    note: str | None = strawberry.field(
+        default=None, description="Why (required to ACCEPT; at most 1000 characters)."
+    )
     points: int | None = strawberry.field(
         default=None,
         description="ADJUST: signed points (positive: the operator owes the partner);"
@@ -111,10 +150,14 @@ class ResolveReconciliationBreakInput:
     )
 
 
-@strawberry.type
+@strawberry.type(description="The result of resolveReconciliationBreak.")
 class ResolveReconciliationBreakPayload:
-    break_: ReconciliationBreak | None = strawberry.field(name="break")
-    errors: list[UserError]
+    break_: ReconciliationBreak | None = strawberry.field(
+        name="break", description="The break, now resolved; null when refused."
+    )
+    errors: list[UserError] = strawberry.field(
+        description="Why it was refused; empty when the break was resolved."
+    )
 
 
 @strawberry.type
@@ -124,7 +167,7 @@ class SettlementQueries:
         extensions=requires("settlementPeriods", Scope.SETTLEMENT_READ),
     )
     async def settlement_periods(
-        self, info: Info, first: int | None = None, after: str | None = None
+        self, info: Info, first: First = None, after: After = None
     ) -> Connection[SettlementPeriod]:
         try:
             size = page_size(first)
@@ -133,10 +176,19 @@ class SettlementQueries:
             raise query_error(exc) from exc
         async with info.context.read() as conn:
             rows = await periods.list_periods(conn, cursor, size + 1)
-        return connection([SettlementPeriod.of(r) for r in rows], [r.id for r in rows], size)
+        return connection(
+            [SettlementPeriod.of(r) for r in rows], [r.id for r in rows], size, cursor
+        )
 
-    @strawberry.field(extensions=requires("settlementPeriod", Scope.SETTLEMENT_READ))
-    async def settlement_period(self, info: Info, id: strawberry.ID) -> SettlementPeriod | None:
+    @strawberry.field(
+        description="A settlement period by its global id, or null.",
+        extensions=requires("settlementPeriod", Scope.SETTLEMENT_READ),
+    )
+    async def settlement_period(
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The period's global id.")],
+    ) -> SettlementPeriod | None:
         try:
             _, period_id = from_global_id(id, "SettlementPeriod")
         except DomainError as exc:
@@ -161,11 +213,11 @@ class SettlementMutations:
         extensions=requires("closeSettlementPeriod", Scope.OPERATOR),
     )
     async def close_settlement_period(
-        self, info: Info, input: CloseSettlementPeriodInput
+        self, info: Info, input: Request[CloseSettlementPeriodInput]
     ) -> CloseSettlementPeriodPayload:
         async def work(conn: AsyncConnection) -> SettlementPeriod:
             expected = (
-                from_global_id(input.period_id, "SettlementPeriod")[1]
+                from_global_id(input.period_id, "SettlementPeriod", ["periodId"])[1]
                 if input.period_id is not None
                 else None
             )
@@ -192,10 +244,12 @@ class SettlementMutations:
         extensions=requires("recordSettlementPayment", Scope.OPERATOR),
     )
     async def record_settlement_payment(
-        self, info: Info, input: RecordSettlementPaymentInput
+        self, info: Info, input: Request[RecordSettlementPaymentInput]
     ) -> RecordSettlementPaymentPayload:
         async def work(conn: AsyncConnection) -> tuple[PaymentInstruction, SettlementPeriod]:
-            _, instruction_id = from_global_id(input.instruction_id, "PaymentInstruction")
+            _, instruction_id = from_global_id(
+                input.instruction_id, "PaymentInstruction", ["instructionId"]
+            )
             paid = await payments.record_payment(conn, instruction_id, input.bank_reference)
             exponent = (await load_settings(conn)).currency_exponent
             period = await periods.require_period(conn, paid.period_id)
@@ -221,12 +275,14 @@ class SettlementMutations:
         extensions=requires("submitPartnerReport", Scope.RECONCILIATION_WRITE),
     )
     async def submit_partner_report(
-        self, info: Info, input: SubmitPartnerReportInput
+        self, info: Info, input: Request[SubmitPartnerReportInput]
     ) -> SubmitPartnerReportPayload:
         async def work(conn: AsyncConnection) -> PartnerReport:
-            _, period_id = from_global_id(input.period_id, "SettlementPeriod")
+            _, period_id = from_global_id(input.period_id, "SettlementPeriod", ["periodId"])
             partner_id = (
-                from_global_id(input.partner_id, "Partner")[1] if input.partner_id else None
+                from_global_id(input.partner_id, "Partner", ["partnerId"])[1]
+                if input.partner_id
+                else None
             )
             lines = [
                 ReportLine(
@@ -257,10 +313,10 @@ class SettlementMutations:
         extensions=requires("resolveReconciliationBreak", Scope.OPERATOR),
     )
     async def resolve_reconciliation_break(
-        self, info: Info, input: ResolveReconciliationBreakInput
+        self, info: Info, input: Request[ResolveReconciliationBreakInput]
     ) -> ResolveReconciliationBreakPayload:
         async def work(conn: AsyncConnection) -> ReconciliationBreak:
-            _, break_id = from_global_id(input.break_id, "ReconciliationBreak")
+            _, break_id = from_global_id(input.break_id, "ReconciliationBreak", ["breakId"])
             resolved = await reconciliation.resolve_break(
                 conn, info.context.caller, break_id, input.action.value, input.note, input.points
             )

@@ -227,11 +227,14 @@ async def test_update_coalition_settings(
         assert Decimal(shop.redeem({"phone": phone}, 30)["value"]) == Decimal("15")
         for fields, code in (
             ({"pointValue": "-1"}, "INVALID_AMOUNT"),
-            ({"fundingModel": "BARTER"}, "INVALID_INPUT"),
             ({"defaultRegion": "XX"}, "INVALID_INPUT"),
         ):
             result = payload(operator_api, UPDATE_SETTINGS, fields, "updateCoalitionSettings")
             assert user_errors(result) == [code], fields
+        # fundingModel is a FundingModel enum: a value outside it never reaches the mutation.
+        body = operator_api.gql(UPDATE_SETTINGS, {"input": {"fundingModel": "BARTER"}})
+        assert body["data"] is None and error_codes(body) == ["INVALID_INPUT"]
+        assert "FundingModel" in body["errors"][0]["message"]
         assert Decimal(operator_api.data(SETTINGS)["coalitionSettings"]["pointValue"]) == Decimal(
             "0.5"
         )

@@ -199,7 +199,7 @@ async def test_bad_rows_are_rejected_and_the_others_booked(engine: AsyncEngine) 
         (1, ErrorCode.MEMBER_NOT_FOUND, ["member"]),
         (2, ErrorCode.INVALID_AMOUNT, ["amount"]),
         (3, ErrorCode.INVALID_AMOUNT, ["amount"]),
-        (4, ErrorCode.INVALID_PHONE, ["phone"]),
+        (4, ErrorCode.INVALID_PHONE, ["member", "phone"]),
         (5, ErrorCode.INVALID_INPUT, ["reference"]),
         (6, ErrorCode.INVALID_INPUT, ["occurredAt"]),
         (7, ErrorCode.INVALID_INPUT, ["occurredAt"]),
@@ -210,7 +210,7 @@ async def test_bad_rows_are_rejected_and_the_others_booked(engine: AsyncEngine) 
         (15, ErrorCode.INVALID_INPUT, ["occurredAt"]),
         (16, ErrorCode.INVALID_INPUT, ["reference"]),
         (17, ErrorCode.INVALID_INPUT, ["idempotencyKey"]),
-        (18, ErrorCode.INVALID_INPUT, ["member"]),
+        (18, ErrorCode.INVALID_INPUT, ["member", "partnerRef"]),
         (19, ErrorCode.INVALID_INPUT, ["occurredAt"]),
         (20, ErrorCode.INVALID_INPUT, ["occurredAt"]),
     ]

@@ -86,14 +86,16 @@ def stop_cluster(pgdata: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, check=False)
 
 
-def test_embedded_database_is_shared_by_commands_and_survives_a_restart(tmp_path: Path) -> None:
+def test_embedded_database_is_shared_by_commands_and_survives_a_restart(
+    embedded_data_dir: Path,
+) -> None:
     """Two commands with one data directory reach one database, also after PostgreSQL stops."""
-    env = env_with(COALITION_DATA_DIR=str(tmp_path / "data"))
+    env = env_with(COALITION_DATA_DIR=str(embedded_data_dir))
     assert run(["migrate"], env).returncode == 0
     first = run(["clients", "create", "--operator", "--scopes", "operator", "--json"], env)
     assert first.returncode == 0, first.stderr
     client_id = json.loads(first.stdout)["client_id"]
-    pgdata = tmp_path / "data" / "pg"
+    pgdata = embedded_data_dir / "pg"
     stop = stop_cluster(pgdata)
     assert stop.returncode == 0, stop.stderr
     check = subprocess.run(

@@ -61,6 +61,7 @@ def serve(
     port: int | None = None,
     timeout: float = 90,
     extra_env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
 ) -> ServedProcess:
     """Start `python -m api.cli serve` as production runs it and wait for /healthz."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("COALITION_")}
@@ -80,7 +81,7 @@ def serve(
     port = port or free_port()
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "api.cli", "serve", "--port", str(port), *args],
             env=env,
             cwd=ROOT,
             stdout=out,

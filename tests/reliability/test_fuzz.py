@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger.errors import ErrorCode
 from schema.relay import to_global_id
+from schema.root import build_schema
 from tests.api.helpers import key
 from tests.conftest import (
     PARTNER_SCOPES,
@@ -47,6 +48,7 @@ from tests.conftest import (
     partner_api,
     unique_phone,
 )
+from tests.schema.lint import input_path_exists
 
 EXAMPLES = int(os.environ.get("COALITION_FUZZ_EXAMPLES", "25"))  # per mutation
 # Outcomes of a request that got past GraphQL validation and ran its resolver.
@@ -56,6 +58,12 @@ REACHED = {"accepted", "payload errors", "coded error"}
 # far below what chance gives over 325 requests, and far above zero.
 MIN_REACHED_SHARE = 0.15
 DOMAIN_CODES = {code.value for code in ErrorCode}
+SCHEMA = build_schema()._schema
+assert SCHEMA.mutation_type is not None
+INPUT_TYPES = {
+    name: str(field.args["input"].type).rstrip("!")
+    for name, field in SCHEMA.mutation_type.fields.items()
+}
 LEAK_MARKERS = (
     "Traceback",
     "Error(",
@@ -242,8 +250,14 @@ def inputs(
     return result
 
 
+class EnumName(str):
+    """A valid enum value: sent as a JSON string in variables, written bare when inlined."""
+
+
 def graphql_literal(value: Any) -> str:
     """A value as a GraphQL literal (for inputs inlined into the document)."""
+    if isinstance(value, EnumName):
+        return str.__str__(value)
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -363,7 +377,7 @@ def strategies(
     record = inputs(
         {
             "reference": references,
-            "kind": st.sampled_from(["EARN", "REDEEM", "REVERSAL"]),
+            "kind": st.sampled_from(["EARN", "REDEEM", "REVERSAL"]).map(EnumName),
             "points": small,
             "amount": maybe(st.just("10")),
         },
@@ -504,12 +518,16 @@ def strategies(
             },
         ),
         "updateCoalitionSettings": mutation(
-            {name: st.just(value) for name, value in w.settings.items()},
+            {
+                name: st.just(EnumName(value) if name == "fundingModel" else value)
+                for name, value in w.settings.items()
+            },
             {
                 "pointValue": decimals,
                 "defaultRegion": st.one_of(st.sampled_from(["RU", "ru", "GB", "XX"]), strings),
                 "fundingModel": st.one_of(
-                    st.sampled_from(["REDEMPTION", "ISSUANCE", "redemption"]), strings
+                    st.sampled_from([EnumName("REDEMPTION"), EnumName("ISSUANCE"), "redemption"]),
+                    strings,
                 ),
                 "clearingFee": decimals,
             },
@@ -586,7 +604,11 @@ def _check(
         assert "INTERNAL_ERROR" not in codes, about
         messages = [str(e.get("message")) for e in (*errors, *user_errors)]
         leaked = [m for m in LEAK_MARKERS for text in messages if m in text and m not in sent]
-        if errors and codes <= DOMAIN_CODES:
+        # Every refusal names its field as the client wrote it, from the mutation's input.
+        for error in user_errors:
+            if error.get("field") is not None:
+                assert input_path_exists(SCHEMA, INPUT_TYPES[name], error["field"]), about
+        if errors and codes <= DOMAIN_CODES and all(e.get("path") for e in errors):
             outcome = "coded error"  # raised by the resolver, e.g. a malformed id
         elif errors:
             outcome = "GraphQL error"

@@ -26,6 +26,8 @@ ROUTES = {
     "/healthz",
     "/graphql",
     "/metrics",
+    "/schema.graphql",
+    "/static",
     "unmatched",
 }
 # A sample line of the text exposition format: name, optional {labels}, value.

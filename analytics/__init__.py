@@ -1,0 +1,1 @@
+"""KPI rollups, maintained by outbox consumers (never by scans of the ledger at read time)."""

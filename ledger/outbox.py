@@ -1,0 +1,62 @@
+"""The outbox, write side: domain events stored in the transaction of the change they describe.
+
+An event is a row of the append-only `outbox` table (migration 0007): a UUIDv7 id, a type, when
+it happened, whose activity it is (`partner_id`, for per-partner filtering such as webhooks),
+the member, and a JSON payload with what a consumer needs without reading other tables. It is
+written in the same transaction as its change, so a change that rolls back leaves no event and
+a committed change always has one. Delivery to consumers (at least once, after commit) is the
+`outbox` package's business.
+
+Events of postings are written by the ledger's SQL hook `ledger_posting_booked` (one
+`transfer.booked` per transfer, set-based), so every posting type, the single SQL-function
+postings and batch chunks alike, has them with no code here. Other events go through `record`.
+
+Catalogue (payload keys):
+
+- `transfer.booked`: transfer_id, code, points, partner_id, member_id, reference,
+  reversal_of_id, amount (text, or null), occurred_at, created_at.
+- `member.enrolled`: member_id, partner_id (null when the operator enrolled without a partner),
+  partner_ref, new_member (true the first time the phone joins the coalition).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from db.ids import new_id
+
+TRANSFER_BOOKED = "transfer.booked"
+MEMBER_ENROLLED = "member.enrolled"
+
+_INSERT = text(
+    "INSERT INTO outbox (id, type, partner_id, member_id, payload)"
+    " VALUES (:id, :type, :partner, :member, :payload)"
+).bindparams(bindparam("payload", type_=JSONB))
+
+
+async def record(
+    conn: AsyncConnection,
+    event_type: str,
+    *,
+    partner_id: uuid.UUID | None,
+    member_id: uuid.UUID | None,
+    payload: dict[str, Any],
+) -> uuid.UUID:
+    """Append one event in the caller's transaction; returns its id."""
+    event_id = new_id()
+    await conn.execute(
+        _INSERT,
+        {
+            "id": event_id,
+            "type": event_type,
+            "partner": partner_id,
+            "member": member_id,
+            "payload": payload,
+        },
+    )
+    return event_id
