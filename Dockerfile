@@ -2,11 +2,16 @@ FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY api api
+COPY console console
 COPY schema schema
 COPY partners partners
 COPY members members
+COPY points points
 COPY ledger ledger
+COPY core core
 COPY settlement settlement
+COPY analytics analytics
+COPY outbox outbox
 COPY db db
 COPY bench bench
 RUN pip install --no-cache-dir .

@@ -14,11 +14,10 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-import settlement  # noqa: F401  (subscribes settlement to ledger events)
 from api.auth import Authenticator
 from api.graphiql import STATIC_DIR, STATIC_PREFIX
 from api.graphql_view import AuthenticatedGraphQL, CoalitionGraphQL
@@ -179,6 +178,15 @@ def create_app(
         Route("/graphql", graphql, methods=["GET", "POST"]),
         Route("/schema.graphql", schema_sdl, methods=["GET"]),
     ]
+    # The operator console (console/): its own pages, assets, sessions and CSP.
+    from console.web import PREFIX as CONSOLE
+    from console.web import Console
+
+    async def console_root(request: Request) -> Response:
+        return RedirectResponse(f"{CONSOLE}/", status_code=307)
+
+    routes.append(Route(CONSOLE, console_root, methods=["GET"]))
+    routes.append(Mount(CONSOLE, app=Console(engine, settings).app(), name="console"))
     if graphiql:
         # GraphiQL's assets, vendored (api/graphiql.py): the IDE works offline.
         routes.append(Mount(STATIC_PREFIX, app=StaticFiles(directory=STATIC_DIR), name="static"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from api.revocation import RevocationList
 from api.tokens import InvalidToken, TokenService
-from partners.caller import Caller
+from core.caller import Caller
 
 
 class Authenticator:

@@ -13,7 +13,14 @@ from rich.console import Console
 
 from api.db_cli import app as db_app
 from api.ingest_cli import ingest
+from api.onboarding_cli import (
+    clients_list,
+    clients_revoke,
+    partners_app,
+    settlement_instructions,
+)
 from api.settlement_cli import app as settlement_app
+from api.staff_cli import app as staff_app
 from db.embedded import database_url
 from db.migrate import upgrade
 
@@ -24,6 +31,11 @@ clients_app = typer.Typer(help="OAuth API clients.", no_args_is_help=True)
 app.add_typer(clients_app, name="clients")
 app.add_typer(settlement_app, name="settlement")
 app.add_typer(db_app, name="db")
+app.add_typer(staff_app, name="staff")
+app.add_typer(partners_app, name="partners")
+clients_app.command("list")(clients_list)
+clients_app.command("revoke")(clients_revoke)
+settlement_app.command("instructions")(settlement_instructions)
 app.command("ingest")(ingest)
 console = Console()
 errors = Console(stderr=True)
@@ -91,7 +103,7 @@ def clients_create(
         errors.print("give exactly one of --operator and --partner SLUG")
         raise typer.Exit(2)
     from api.commands import create_client_command
-    from ledger.errors import DomainError
+    from core.errors import DomainError
 
     try:
         created = asyncio.run(create_client_command(_migrated_url(), partner, scopes.split(), name))

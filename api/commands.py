@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from db import audit
+from core import audit
+from core.errors import DomainError, ErrorCode
 from db.engine import create_engine
-from ledger.errors import DomainError, ErrorCode
 from partners.clients import create_client
 from partners.service import get_partner_by_slug
 
@@ -45,7 +45,6 @@ async def create_client_command(
 
 
 async def expire_command(url: str) -> tuple[int, int]:
-    import settlement  # noqa: F401  (breakage reaches settlement statements)
     from ledger.expiry import expire_due
 
     engine = create_engine(url, pool_size=1)

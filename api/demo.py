@@ -19,14 +19,13 @@ from rich.console import Console
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-import settlement  # noqa: F401  (demo redemptions book their obligations)
-from db import audit
+from core import audit
+from core.caller import Caller
 from db.engine import create_engine
-from members.points import earn_points, redeem_points, reverse_transfer
 from members.service import MemberRef, enroll
-from partners.caller import Caller
 from partners.clients import NewClient, create_client, revoke_client
 from partners.service import PartnerRecord, create_partner, get_partner_by_slug
+from points.service import earn_points, redeem_points, reverse_transfer
 
 
 @dataclass(frozen=True)
@@ -154,6 +153,23 @@ async def _rotate_client(
     return created, len(previous)
 
 
+DEMO_STAFF = "demo-admin@coalition.example"
+
+
+async def _demo_staff(conn: AsyncConnection) -> str:
+    """The demo's console admin, with a new password each run (only its hash is stored)."""
+    from console.staff import create_staff, get_staff, new_password, reset_password
+
+    password = new_password()
+    if await get_staff(conn, DEMO_STAFF) is None:
+        await create_staff(
+            conn, email=DEMO_STAFF, role="admin", password=password, actor=audit.CLI_ACTOR
+        )
+    else:
+        await reset_password(conn, DEMO_STAFF, password, actor=audit.CLI_ACTOR)
+    return password
+
+
 async def seed_demo(url: str, *, host: str, port: int, console: Console) -> None:
     engine = create_engine(url, pool_size=1)
     try:
@@ -168,6 +184,7 @@ async def seed_demo(url: str, *, host: str, port: int, console: Console) -> None
             if fresh:
                 await _history(conn, partners)
             operator, revoked = await _rotate_client(conn, None, ["operator"], "demo operator")
+            staff_password = await _demo_staff(conn)
             clients: dict[str, NewClient] = {}
             for slug, p in partners.items():
                 clients[slug], more = await _rotate_client(
@@ -200,6 +217,14 @@ async def seed_demo(url: str, *, host: str, port: int, console: Console) -> None
         )
     grocer = clients["fresh-market"]
     base = f"http://{host}:{port}"
+    console.print(
+        f"\nOperator console: {base}/console\n"
+        f"  email={DEMO_STAFF}  password={staff_password}  (role admin; the password is"
+        " new on every `serve --demo`)",
+        soft_wrap=True,
+        highlight=False,
+        markup=False,
+    )
     console.print("\nTry it (Fresh Market's client; members +79120000101 … +79120000105):\n")
     console.print(
         f"TOKEN=$(curl -s -u {grocer.client_id}:{grocer.client_secret} "

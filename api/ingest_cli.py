@@ -32,13 +32,13 @@ from rich.markup import escape
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from core.caller import Caller, Scope
+from core.errors import DomainError, ErrorCode
 from ledger.amounts import EXAMPLE, InvalidDecimal, parse_decimal
-from ledger.errors import DomainError, ErrorCode
-from members.batch import BatchOutcome, EarnRow, RowRejection, earn_points_batch
 from members.service import MemberRef
-from partners.caller import Caller, Scope
 from partners.clients import load_client
 from partners.service import get_partner_by_slug
+from points.batch import BatchOutcome, EarnRow, RowRejection, earn_points_batch
 
 COLUMNS = ("phone", "partner_ref", "amount", "reference", "occurred_at", "idempotency_key")
 DEFAULT_CHUNK = 10_000
@@ -277,7 +277,6 @@ def ingest(
     ] = None,
 ) -> None:
     """Book a partner's purchases from a CSV file (re-running the same file books nothing)."""
-    import settlement  # noqa: F401  (earns book their obligations)
     from db.embedded import database_url
     from db.engine import create_engine
     from db.migrate import upgrade

@@ -26,8 +26,8 @@ from sqlalchemy.pool import Pool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from members.batch import BatchOutcome
-from members.points import EarnOutcome, RedeemOutcome
+from points.batch import BatchOutcome
+from points.service import EarnOutcome, RedeemOutcome
 
 log = logging.getLogger("coalition.metrics")
 

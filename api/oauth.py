@@ -36,7 +36,7 @@ from starlette.responses import JSONResponse, Response
 from api.revocation import RevocationList
 from api.throttle import AuthThrottle, PoolBusy, VerifierPool, address_key
 from api.tokens import AccessToken, InvalidToken, TokenService
-from partners.caller import Scope
+from core.caller import Scope
 from partners.clients import ClientRecord, load_client
 
 AUTH_METHODS = ["client_secret_basic", "client_secret_post"]

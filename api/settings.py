@@ -50,6 +50,16 @@ class Settings:
     # Run the outbox worker inside each API process (`coalition serve --no-worker` turns it off
     # when `coalition worker` runs apart).
     run_worker: bool = True
+    # The operator console (console/): a session ends after this long unused, or this long
+    # after sign-in, whichever comes first; cookies are Secure on HTTPS requests, or always
+    # when `console_secure_cookies` is set (behind a TLS-terminating proxy).
+    console_idle_seconds: float = 30 * 60
+    console_absolute_seconds: float = 12 * 3600
+    console_secure_cookies: bool = False
+    # Failed sign-ins per (email, address) and per address in `console_signin_window` seconds.
+    console_signin_failures: int = 5
+    console_signin_address_failures: int = 50
+    console_signin_window: float = 300
 
     @property
     def production(self) -> bool:
@@ -91,4 +101,10 @@ def load_settings() -> Settings:
         max_connections=int(env("COALITION_MAX_CONNECTIONS", "1000")),
         metrics_token=env("COALITION_METRICS_TOKEN") or None,
         run_worker=env("COALITION_RUN_WORKER", "1") != "0",
+        console_idle_seconds=float(env("COALITION_CONSOLE_IDLE_SECONDS", "1800")),
+        console_absolute_seconds=float(env("COALITION_CONSOLE_ABSOLUTE_SECONDS", "43200")),
+        console_secure_cookies=env("COALITION_CONSOLE_SECURE_COOKIES", "0") != "0",
+        console_signin_failures=int(env("COALITION_CONSOLE_SIGNIN_FAILURES", "5")),
+        console_signin_address_failures=int(env("COALITION_CONSOLE_SIGNIN_ADDRESS_FAILURES", "50")),
+        console_signin_window=float(env("COALITION_CONSOLE_SIGNIN_WINDOW", "300")),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -11,16 +12,14 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from db import audit
+from core import audit
+from core.caller import OPERATOR_PARTY, Caller
+from core.errors import DomainError, ErrorCode
 from db.embedded import database_url
 from db.engine import create_engine
-from db.ids import OPERATOR_PARTY
 from db.migrate import upgrade
-from ledger.errors import DomainError, ErrorCode
-from partners.caller import Caller
 from partners.service import get_partner_by_slug
 
 app = typer.Typer(help="Settlement periods, statements, reconciliation.", no_args_is_help=True)
@@ -32,8 +31,6 @@ T = TypeVar("T")
 
 def _run(work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
     """Run one transaction against the configured database; domain errors exit with code 1."""
-    import settlement  # noqa: F401  (adjustments book their obligations)
-
     url = database_url()
     upgrade(url)
 
@@ -81,14 +78,15 @@ def list_periods() -> None:
     from settlement.periods import list_periods as fetch
 
     rows = _run(lambda conn: fetch(conn, None, 1000))
-    table = Table()
-    for column in ("id", "status", "starts_at", "cutoff", "settled_at"):
-        table.add_column(column)
-    for r in rows:
-        table.add_row(
-            str(r.id), r.status, str(r.starts_at), str(r.cutoff or ""), str(r.settled_at or "")
-        )
-    console.print(table)
+    from api.onboarding_cli import print_table
+
+    print_table(
+        ["id", "status", "starts_at", "cutoff", "settled_at"],
+        [
+            [str(r.id), r.status, str(r.starts_at), str(r.cutoff or ""), str(r.settled_at or "")]
+            for r in rows
+        ],
+    )
 
 
 @app.command("close")
@@ -128,16 +126,40 @@ def close(
 def statement(
     period: Annotated[str, typer.Option(help="Period id.")],
     partner: Annotated[str, typer.Option(help="Partner slug (or 'operator').")],
-    format: Annotated[str, typer.Option(help="csv or json.")] = "csv",
-    output: Annotated[Path | None, typer.Option(help="Write to this file.")] = None,
+    format: Annotated[str, typer.Option(help="csv, json or pdf.")] = "csv",
+    output: Annotated[
+        Path | None,
+        typer.Option(help="Write to this file (pdf: required unless stdout is redirected)."),
+    ] = None,
 ) -> None:
-    """A partner's statement of a period, as CSV or JSON."""
+    """A partner's statement of a period, as CSV, JSON or PDF."""
     from settlement.statements import render_csv, render_json
     from settlement.statements import statement as fetch
 
-    if format not in ("csv", "json"):
-        errors.print("--format must be csv or json")
+    if format not in ("csv", "json", "pdf"):
+        errors.print("--format must be csv, json or pdf")
         raise typer.Exit(2)
+    if format == "pdf" and output is None and sys.stdout.isatty():
+        errors.print("--format pdf writes bytes: give --output FILE or redirect stdout")
+        raise typer.Exit(2)
+
+    if format == "pdf":
+        from settlement.records import StatementRecord
+        from settlement.statement_pdf import StatementHeading, render_pdf, statement_pdf
+
+        async def load(conn: AsyncConnection) -> tuple[StatementRecord, StatementHeading]:
+            return await statement_pdf(
+                conn, OPERATOR, _period_id(period), await _partner_id(conn, partner)
+            )
+
+        document = render_pdf(*_run(load))
+        if output:
+            output.write_bytes(document)
+            console.print(f"wrote {output}")
+        else:
+            sys.stdout.buffer.write(document)
+            sys.stdout.buffer.flush()
+        return
 
     async def work(conn: AsyncConnection) -> str:
         record = await fetch(conn, OPERATOR, _period_id(period), await _partner_id(conn, partner))

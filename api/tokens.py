@@ -13,7 +13,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet
 from joserfc.jwt import JWTClaimsRegistry
 
-from partners.caller import Caller
+from core.caller import Caller
 
 ALGORITHM = "ES256"
 LEEWAY_SECONDS = 5

@@ -196,7 +196,6 @@ async def _verify(engine: AsyncEngine, partner_id: object, client_id: str) -> tu
 async def _run(
     url: str, rows: int, members: int, chunk: int, jobs: int, issuance: bool
 ) -> IngestFigures:
-    import settlement  # noqa: F401  (earns book their obligations, as in production)
     from api.ingest_cli import ingest_file
     from partners.settings import update_settings
 

@@ -239,8 +239,6 @@ def run_load(*, workers: int, connections: int, seconds: int, members: int) -> l
     upgrade(url)
 
     async def _seed() -> Any:
-        import settlement  # noqa: F401
-
         engine = create_engine(url, pool_size=2)
         try:
             return await seed(engine, partners=20, members=members, points=1_000_000)

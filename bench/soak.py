@@ -47,8 +47,6 @@ def run_soak(*, minutes: float, workers: int, connections: int, members: int) ->
     upgrade(url)
 
     async def _seed() -> Any:
-        import settlement  # noqa: F401
-
         engine = create_engine(url, pool_size=2)
         try:
             return await seed(engine, partners=20, members=members, points=1_000_000)

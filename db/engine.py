@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -42,31 +40,3 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """One database transaction: committed when the block ends, rolled back on any error."""
     async with engine.begin() as conn:
         yield conn
-
-
-@dataclass
-class WriteMark:
-    """Whether work running outside a transaction has sent its (single, atomic) write."""
-
-    sent: bool = False
-
-
-_write_mark: ContextVar[WriteMark | None] = ContextVar("coalition_write_mark", default=None)
-
-
-@contextmanager
-def watch_write() -> Iterator[WriteMark]:
-    """Watch the work run in this block: from `mark_write_sent()` on, a lost connection
-    leaves its outcome unknown, so the work must not be run again."""
-    mark = WriteMark()
-    token = _write_mark.set(mark)
-    try:
-        yield mark
-    finally:
-        _write_mark.reset(token)
-
-
-def mark_write_sent() -> None:
-    mark = _write_mark.get()
-    if mark is not None:
-        mark.sent = True

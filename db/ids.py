@@ -8,7 +8,3 @@ import uuid6
 def new_id() -> uuid.UUID:
     value = uuid6.uuid7()
     return uuid.UUID(bytes=value.bytes)
-
-
-OPERATOR_PARTY = uuid.UUID(int=0)
-"""The coalition operator as a settlement party (it has no partner row)."""

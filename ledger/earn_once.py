@@ -12,7 +12,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from db.engine import mark_write_sent
+from core.writes import mark_write_sent
 from ledger.accounts import AccountCode, account_id
 
 

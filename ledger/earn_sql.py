@@ -1,6 +1,7 @@
 """A single earn as one SQL function: key, lock, transfer, lot, debt repayments, hooks.
 
-Migration 0004 installs `ledger_book_earn`. One statement is one round trip and, run outside
+`BOOK_EARN` is the current definition of `ledger_book_earn` (migration 0004 installed a literal
+copy of it). One statement is one round trip and, run outside
 an explicit transaction, one atomic commit: the idempotency key and its result, the posting
 and its subscribers' rows (obligations) are stored together or not at all. The rules are
 those of `postings.book_earn` (which batch imports still use for members with debts):
@@ -14,11 +15,12 @@ those of `postings.book_earn` (which batch imports still use for members with de
    a consumption per debt);
 5. `ledger_posting_booked(ids)`.
 
-The text is versioned like `settlement.booking_sql`: a change is a new constant and a new
-migration.
+This is the one canonical copy in code. Migrations carry their own literal copies, so changing
+this text needs a new migration installing it: tests/db/test_function_drift.py compares it with
+the function in the migrated database.
 """
 
-BOOK_EARN_V1 = """
+BOOK_EARN = """
 CREATE FUNCTION ledger_book_earn(
   p_client text, p_key text, p_hash text, p_result jsonb,
   p_transfer uuid, p_lot uuid, p_member uuid, p_issuer uuid,

@@ -6,6 +6,15 @@ the transfers booked (settlement books their obligations; the outbox gets one
 `transfer.booked` event per transfer, see `ledger.outbox`). The ledger only calls them; their
 bodies are installed by the subscribers' migrations (0004, 0007). Postings written in Python
 call them through this module; postings written as SQL functions call them directly.
+
+`POSTING_BEGIN` and `POSTING_BOOKED` below are the current definitions: the subscriber list in
+one place. A new subscriber adds its call here and a migration re-creating the hook with this
+text (tests/db/test_function_drift.py fails until both agree). Why a rebuilt list rather than
+triggers the subscribers add on their own: obligations are computed from a posting's
+consumptions, which are written after its transfers, and one posting inserts transfers in
+several statements (an earn and its debt repayments), so a trigger on `transfers` (row- or
+statement-level, with transition tables) would run too early and once per statement; the hook
+runs once per posting, after its last row, as one call with a cached plan.
 """
 
 from __future__ import annotations
@@ -15,6 +24,25 @@ from collections.abc import Sequence
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+# 7243002 is settlement's period lock (`settlement.booking.PERIOD_LOCK`; the drift test checks
+# they agree): postings take it shared, a period close exclusively.
+POSTING_BEGIN = """
+        CREATE FUNCTION ledger_posting_begin() RETURNS void LANGUAGE plpgsql AS $fn$
+        BEGIN
+          PERFORM pg_advisory_xact_lock_shared(7243002);  -- settlement's period lock
+        END $fn$
+        """
+
+# Subscribers, in order: settlement's obligations (0004), the outbox's events (0007).
+POSTING_BOOKED = """
+CREATE OR REPLACE FUNCTION ledger_posting_booked(p_ids uuid[]) RETURNS void
+LANGUAGE plpgsql AS $fn$
+BEGIN
+  PERFORM settlement_book_obligations(p_ids);
+  PERFORM outbox_transfers_booked(p_ids);
+END $fn$
+"""
 
 _BEGIN = text("SELECT ledger_posting_begin()")
 _BOOKED = text("SELECT ledger_posting_booked(CAST(:ids AS uuid[]))")

@@ -13,7 +13,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ledger.errors import DomainError, ErrorCode
+from core.errors import DomainError, ErrorCode
 from ledger.text import has_lone_surrogate, lone_surrogate_path
 
 

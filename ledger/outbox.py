@@ -31,6 +31,24 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from db.ids import new_id
 
 TRANSFER_BOOKED = "transfer.booked"
+
+# The current definition of the hook's subscriber that writes `transfer.booked` events
+# (migration 0007 installed a literal copy; tests/db/test_function_drift.py compares them).
+# One event per transfer, set-based, with a generic plan.
+OUTBOX_TRANSFERS_BOOKED = """
+CREATE FUNCTION outbox_transfers_booked(p_ids uuid[]) RETURNS void
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $fn$
+BEGIN
+  INSERT INTO outbox (id, type, occurred_at, partner_id, member_id, payload)
+  SELECT uuid7(), 'transfer.booked', t.created_at, t.partner_id, t.member_id,
+         jsonb_build_object(
+           'transfer_id', t.id, 'code', t.code, 'points', t.points,
+           'partner_id', t.partner_id, 'member_id', t.member_id, 'reference', t.reference,
+           'reversal_of_id', t.reversal_of_id, 'amount', t.amount::text,
+           'occurred_at', t.occurred_at, 'created_at', t.created_at)
+  FROM transfers t WHERE t.id = ANY(p_ids) ORDER BY t.id;
+END $fn$
+"""
 MEMBER_ENROLLED = "member.enrolled"
 
 _INSERT = text(

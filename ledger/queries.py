@@ -11,6 +11,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ledger import spending
+
 
 @dataclass(frozen=True)
 class BalanceRecord:
@@ -74,15 +76,16 @@ def prefixed_transfer(row: Any, prefix: str) -> TransferRecord | None:
 
 def balance_columns(member: str) -> str:
     """A member's balance as the columns available, pending, held and debt, for any read that
-    names the member by the SQL expression `member` (0 everywhere when it is NULL)."""
+    names the member by the SQL expression `member` (0 everywhere when it is NULL). Available
+    and held points are `ledger.spending`'s: spendable = available - held."""
     m = member
     return (
-        f"COALESCE((SELECT sum(remaining) FROM lots WHERE member_id = {m} AND remaining > 0"
-        "   AND available_at <= now() AND expires_at > now()), 0) AS available,"
+        f"COALESCE((SELECT sum(l.remaining) FROM lots l WHERE {spending.available_lots(m)}), 0)"
+        " AS available,"
         f" COALESCE((SELECT sum(remaining) FROM lots WHERE member_id = {m} AND remaining > 0"
         "   AND available_at > now() AND expires_at > now()), 0) AS pending,"
-        f" COALESCE((SELECT sum(points) FROM holds WHERE member_id = {m}"
-        "   AND status = 'ACTIVE' AND expires_at > now()), 0) AS held,"
+        f" COALESCE((SELECT sum(h.points) FROM holds h WHERE {spending.active_holds(m)}), 0)"
+        " AS held,"
         f" COALESCE((SELECT sum(remaining) FROM debts WHERE member_id = {m}), 0) AS debt"
     )
 

@@ -12,10 +12,10 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from db.engine import mark_write_sent
+from core.errors import DomainError, ErrorCode
+from core.writes import mark_write_sent
 from ledger.accounts import AccountCode, account_id
 from ledger.earn_once import KeyTaken
-from ledger.errors import DomainError, ErrorCode
 from ledger.redeem_sql import INSUFFICIENT_POINTS_SQLSTATE
 
 

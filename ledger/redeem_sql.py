@@ -1,6 +1,7 @@
 """A single redemption as one SQL function: key, lock, balance check, transfer, lots, hooks.
 
-Migration 0005 installs `ledger_book_redeem`; like `ledger_book_earn` (see `earn_sql`) it is
+`BOOK_REDEEM` is the current definition of `ledger_book_redeem` (migration 0005 installed a
+literal copy; tests/db/test_function_drift.py compares the two); like `ledger_book_earn` (see `earn_sql`) it is
 one round trip and one atomic commit, with the rules of `postings.redeem`:
 
 1. claim the key with the final result; a key already taken returns the stored row;
@@ -11,11 +12,16 @@ one round trip and one atomic commit, with the rules of `postings.redeem`:
 4. insert the REDEEM transfer, then take the points from the lots earliest-expiry first, one
    consumption per lot;
 5. `ledger_posting_booked(ids)`.
+
+The spendable balance (3) and the consumption (4) are `ledger.spending`'s, shared with the
+Python postings.
 """
+
+from ledger.spending import spendable, take_oldest_first
 
 INSUFFICIENT_POINTS_SQLSTATE = "CL001"
 
-BOOK_REDEEM_V1 = f"""
+BOOK_REDEEM = f"""
 CREATE FUNCTION ledger_book_redeem(
   p_client text, p_key text, p_hash text, p_result jsonb,
   p_transfer uuid, p_member uuid, p_redeemer uuid, p_wallet uuid, p_redemption_account uuid,
@@ -40,11 +46,7 @@ BEGIN
   IF NOT FOUND THEN
     RAISE EXCEPTION 'no such member' USING ERRCODE = 'no_data_found';
   END IF;
-  SELECT COALESCE((SELECT sum(l.remaining) FROM lots l WHERE l.member_id = p_member
-                     AND l.remaining > 0 AND l.available_at <= now() AND l.expires_at > now()), 0)
-       - COALESCE((SELECT sum(h.points) FROM holds h WHERE h.member_id = p_member
-                     AND h.status = 'ACTIVE' AND h.expires_at > now()), 0)
-    INTO v_available;
+  SELECT {spendable("p_member")} INTO v_available;
   IF v_available < p_points THEN
     RAISE EXCEPTION '%', greatest(v_available, 0)
       USING ERRCODE = '{INSUFFICIENT_POINTS_SQLSTATE}';
@@ -54,19 +56,7 @@ BEGIN
                          partner_id, client_id, reference, metadata_, occurred_at, created_at)
   VALUES (p_transfer, 'REDEEM', p_wallet, p_redemption_account, p_points, p_member,
           p_redeemer, p_client, p_reference, '{{}}', v_created, v_created);
-  WITH candidates AS (
-    SELECT l.id, l.issuer_partner_id, l.remaining,
-           sum(l.remaining) OVER (ORDER BY l.expires_at, l.id) AS running
-    FROM lots l
-    WHERE l.member_id = p_member AND l.remaining > 0 AND l.expires_at > now()
-      AND l.available_at <= now()
-  ), take AS (
-    SELECT c.id, c.issuer_partner_id, LEAST(c.remaining, p_points - (c.running - c.remaining)) AS pts
-    FROM candidates c WHERE c.running - c.remaining < p_points
-  ), spent AS (
-    UPDATE lots SET remaining = lots.remaining - take.pts FROM take WHERE lots.id = take.id
-    RETURNING lots.id
-  ), used AS (
+  WITH {take_oldest_first("p_member", "p_points", " AND l.available_at <= now()")}, used AS (
     INSERT INTO consumptions (id, transfer_id, lot_id, kind, issuer_partner_id,
                               redeemer_partner_id, points)
     SELECT uuid7(), p_transfer, take.id, 'REDEEM', take.issuer_partner_id, p_redeemer, take.pts

@@ -6,7 +6,7 @@ import functools
 
 import phonenumbers
 
-from ledger.errors import DomainError, ErrorCode
+from core.errors import DomainError, ErrorCode
 
 
 # Parsing costs tens of microseconds, and tills and daily files name the same customers over

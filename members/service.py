@@ -11,12 +11,12 @@ from sqlalchemy import Row, TextClause, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from core.caller import Caller
+from core.errors import DomainError, ErrorCode
 from db.ids import new_id
 from ledger import outbox, queries
 from ledger.accounts import MEMBER_CODES, open_accounts
-from ledger.errors import DomainError, ErrorCode
 from members.phones import normalize_phone
-from partners.caller import Caller
 from partners.settings import load_settings
 
 

@@ -12,8 +12,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ledger.errors import DomainError, ErrorCode
-from partners.caller import ALL_SCOPES, Scope
+from core.caller import ALL_SCOPES, Scope
+from core.errors import DomainError, ErrorCode
 
 _hasher = PasswordHasher()
 # Verifying against a hash made with the hasher's own parameters keeps an unknown (or revoked)
@@ -158,3 +158,34 @@ async def revoked_client_ids(conn: AsyncConnection) -> set[str]:
         text("SELECT client_id FROM api_clients WHERE revoked_at IS NOT NULL")
     )
     return {r.client_id for r in rows}
+
+
+@dataclass(frozen=True)
+class ClientSummary:
+    """What an operator sees of a client (never its hash)."""
+
+    client_id: str
+    partner_id: uuid.UUID | None
+    name: str | None
+    scopes: frozenset[str]
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+async def list_clients(
+    conn: AsyncConnection, *, partner_id: uuid.UUID | None = None
+) -> list[ClientSummary]:
+    """Clients oldest first: all of them, or one partner's."""
+    rows = await conn.execute(
+        text(
+            "SELECT client_id, partner_id, name, scopes, created_at, revoked_at FROM api_clients"
+            " WHERE CAST(:p AS uuid) IS NULL OR partner_id = :p ORDER BY created_at, client_id"
+        ),
+        {"p": partner_id},
+    )
+    return [
+        ClientSummary(
+            r.client_id, r.partner_id, r.name, frozenset(r.scopes), r.created_at, r.revoked_at
+        )
+        for r in rows
+    ]

@@ -13,9 +13,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from core.errors import DomainError, ErrorCode
 from db.ids import new_id
 from ledger.accounts import PARTNER_CODES, open_accounts
-from ledger.errors import DomainError, ErrorCode
 from partners.settings import load_settings
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
@@ -190,6 +190,25 @@ async def set_rate_card(
     if await get_partner(conn, partner_id) is None:
         raise DomainError(ErrorCode.PARTNER_NOT_FOUND, "no such partner", ["partnerId"])
     return await _insert_card(conn, partner_id, start, earn_rate, issue_price, redeem_price)
+
+
+async def set_accepts_redemption(
+    conn: AsyncConnection, partner_id: uuid.UUID, accepts: bool
+) -> PartnerRecord:
+    """Whether members may redeem points at the partner from now on (earlier redemptions
+    stand)."""
+    row = (
+        await conn.execute(
+            text(
+                "UPDATE partners SET accepts_redemption = :a WHERE id = :id"
+                f" RETURNING {_PARTNER_COLUMNS}"
+            ),
+            {"a": accepts, "id": partner_id},
+        )
+    ).one_or_none()
+    if row is None:
+        raise DomainError(ErrorCode.PARTNER_NOT_FOUND, "no such partner", ["partnerId"])
+    return PartnerRecord(**row._mapping)
 
 
 async def rate_card_at(

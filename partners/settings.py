@@ -8,7 +8,7 @@ from decimal import Decimal
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ledger.errors import DomainError, ErrorCode
+from core.errors import DomainError, ErrorCode
 
 FUNDING_MODELS = ("REDEMPTION", "ISSUANCE")
 MAX_PRICE = Decimal("1000000")

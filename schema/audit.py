@@ -9,10 +9,10 @@ from typing import Annotated, Any
 import strawberry
 from strawberry.scalars import JSON
 
-from db.audit import AuditAction as DomainAuditAction
-from db.audit import AuditEntryRecord, list_entries
-from ledger.errors import DomainError
-from partners.caller import Scope
+from core.audit import AuditAction as DomainAuditAction
+from core.audit import AuditEntryRecord, list_entries
+from core.caller import Scope
+from core.errors import DomainError
 from schema.context import Info
 from schema.enums import described_enum
 from schema.errors import query_error
@@ -49,6 +49,16 @@ AuditAction = described_enum(
         " the PartnerReport).",
         "RECONCILIATION_BREAK_RESOLVED": "A reconciliation break was accepted or adjusted"
         " (subject: the ReconciliationBreak).",
+        "STAFF_CREATED": "A console staff account was created with its role (subject: the"
+        " StaffAccount).",
+        "STAFF_DISABLED": "A console staff account was disabled and its sessions ended"
+        " (subject: the StaffAccount).",
+        "STAFF_SIGNED_IN": "A staff member signed in to the console (subject: the StaffAccount).",
+        "STAFF_SIGNED_OUT": "A staff member signed out of the console (subject: the StaffAccount).",
+        "STAFF_PASSWORD_RESET": "A staff account was given a new password (and enabled);"
+        " its sessions ended (subject: the StaffAccount).",
+        "PARTNER_REDEMPTION_SET": "Whether members may redeem points at a partner was changed"
+        " (subject: the Partner).",
     },
 )
 
@@ -62,6 +72,7 @@ class SubjectType(Enum):
     PaymentInstruction = "PaymentInstruction"
     PartnerReport = "PartnerReport"
     ReconciliationBreak = "ReconciliationBreak"
+    StaffAccount = "StaffAccount"
 
 
 AuditSubjectType = described_enum(
@@ -77,6 +88,7 @@ AuditSubjectType = described_enum(
         "PaymentInstruction": "A payment instruction (subjectId: its global id).",
         "PartnerReport": "A partner's reconciliation report (subjectId: its global id).",
         "ReconciliationBreak": "A reconciliation break (subjectId: its global id).",
+        "StaffAccount": "A console staff account (subjectId: its email).",
     },
 )
 

@@ -12,9 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from strawberry.dataloader import DataLoader
 from strawberry.types import Info as StrawberryInfo
 
+from core.caller import Caller
 from ledger import queries
 from members.service import MemberRecord, get_members
-from partners.caller import Caller
 from partners.service import PartnerRecord, get_partners
 
 

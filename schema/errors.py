@@ -14,8 +14,8 @@ from enum import StrEnum
 import strawberry
 from graphql import GraphQLError
 
-from ledger.errors import DomainError
-from ledger.errors import ErrorCode as DomainErrorCode
+from core.errors import DomainError
+from core.errors import ErrorCode as DomainErrorCode
 from schema.enums import described_enum
 
 ErrorCode = described_enum(

@@ -8,7 +8,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from strawberry.extensions import MaskErrors
 
-from ledger.errors import DomainError
+from core.errors import DomainError
 
 # SQLSTATE classes and codes that mean "the database is not there right now":
 # 08 connection exception, 57P01-57P03 admin/crash shutdown and "cannot connect now",

@@ -11,8 +11,8 @@ import strawberry
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from db.engine import watch_write
-from ledger.errors import DomainError, ErrorCode
+from core.errors import DomainError, ErrorCode
+from core.writes import watch_write
 from schema.context import Info
 
 T = TypeVar("T")
@@ -59,7 +59,7 @@ async def _run(
 
     `autocommit`: `work` reads, then writes with one statement that is atomic by itself (a SQL
     function such as `ledger_book_earn`): no BEGIN and COMMIT round trips. It marks the
-    moment it sends that statement (`db.engine.mark_write_sent`), which counts as COMMIT below.
+    moment it sends that statement (`core.writes.mark_write_sent`), which counts as COMMIT below.
 
     A connection that turns out dead (PostgreSQL restarted since the pool opened it) is
     replaced and the work run once more, but only when it failed before COMMIT was sent:

@@ -14,7 +14,7 @@ from typing import Annotated, Generic, TypeVar
 
 import strawberry
 
-from ledger.errors import DomainError, ErrorCode
+from core.errors import DomainError, ErrorCode
 
 MAX_PAGE = 100
 DEFAULT_PAGE = 20

@@ -6,9 +6,9 @@ from typing import Annotated
 
 import strawberry
 
-from db.audit import get_entry
-from ledger.errors import DomainError
-from partners.caller import Scope
+from core.audit import get_entry
+from core.caller import Scope
+from core.errors import DomainError
 from partners.service import get_partner
 from schema.audit import AuditEntry
 from schema.context import Info

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from ledger.errors import DomainError, ErrorCode
-from partners.caller import Caller, Scope
+from core.caller import Caller, Scope
+from core.errors import DomainError, ErrorCode
 
 
 def visible_party(caller: Caller, scope: str = Scope.SETTLEMENT_READ) -> uuid.UUID | None:

@@ -33,7 +33,7 @@ Terms (funding model, point value, fee) are those in force at the transfer's cre
 Why SQL hooks rather than Python callbacks: the planner re-planned the booking statement on
 every call (about 2 ms, most of an earn's database time); as a PL/pgSQL function its plan is
 cached, and postings written as one SQL function (the single earn) can call the hook without
-a round trip. Since migration 0006 the function first checks `NOTHING_TO_BOOK_V1` and
+a round trip. Since migration 0006 the function first checks `NOTHING_TO_BOOK` and
 returns at once for earns under the REDEMPTION model (most postings), which book nothing.
 """
 

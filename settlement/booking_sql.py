@@ -1,12 +1,13 @@
-"""The obligation-booking SQL, frozen as the body of `settlement_book_obligations`.
+"""The obligation-booking SQL: the current definition of `settlement_book_obligations`.
 
-Migration 0004 installs it as a PL/pgSQL function and subscribes it to the ledger's posting
-hook (`ledger_posting_booked`). The text is versioned: changing the rules means adding
-`BOOK_OBLIGATIONS_V2` and a migration that re-creates the function with it, so an old
-migration always installs what it installed the first time.
+`BOOK_OBLIGATIONS_FUNCTION` is the function the ledger's posting hook (`ledger_posting_booked`)
+calls. Migrations 0004 and 0006 installed literal copies of earlier and current versions (they
+import nothing from here, so an old migration installs the same thing forever). This is the one
+canonical copy in code: changing the rules means changing it here *and* adding a migration that
+installs the new text; tests/db/test_function_drift.py compares it with the migrated database.
 """
 
-from db.ids import OPERATOR_PARTY
+from core.caller import OPERATOR_PARTY
 from ledger.accounts import OPERATOR_ADJUSTMENT_ACCOUNT
 
 TERMS_AT = (
@@ -16,7 +17,7 @@ TERMS_AT = (
 )
 
 # p_ids: the transfers one posting booked.
-BOOK_OBLIGATIONS_V1 = f"""
+BOOK_OBLIGATIONS = f"""
     WITH booked AS (
       SELECT t.id, t.code, t.partner_id, t.points, t.reversal_of_id, t.occurred_at,
              t.created_at, t.debit_account_id, t.metadata_, terms.*
@@ -93,8 +94,8 @@ BOOK_OBLIGATIONS_V1 = f"""
 
 # True when the posting's transfers can book nothing: every one is an EARN while the
 # REDEMPTION model is in force (an earn owes something only under ISSUANCE). Most postings
-# are such earns, and running BOOK_OBLIGATIONS_V1 for them cost ~0.5 ms of CPU for no row.
-NOTHING_TO_BOOK_V1 = f"""
+# are such earns, and running BOOK_OBLIGATIONS for them cost ~0.5 ms of CPU for no row.
+NOTHING_TO_BOOK = f"""
     NOT EXISTS (
       SELECT 1 FROM transfers t CROSS JOIN LATERAL ({TERMS_AT.format(at="t.created_at")}) terms
       WHERE t.id = ANY(p_ids) AND (t.code <> 'EARN' OR terms.funding_model <> 'REDEMPTION'))
@@ -111,20 +112,17 @@ def _dollar(sql: str) -> str:
     return f"$sql${sql}$sql$"
 
 
-def book_obligations_function_v1(guard: str | None = None) -> str:
-    """`settlement_book_obligations(p_ids)` running BOOK_OBLIGATIONS_V1, first returning at
-    once when `guard` (SQL over p_ids) holds. Frozen like the constants: migrations 0004
-    (no guard) and 0006 (NOTHING_TO_BOOK_V1) install what it returns."""
-    first = f"IF {guard} THEN RETURN; END IF;" if guard else ""
-    return f"""
+# Returns at once when NOTHING_TO_BOOK holds (since migration 0006); plans the statement for
+# the actual array past BULK_POSTING transfers, else runs it with the cached generic plan.
+BOOK_OBLIGATIONS_FUNCTION = f"""
         CREATE OR REPLACE FUNCTION settlement_book_obligations(p_ids uuid[]) RETURNS void
         LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $fn$
         BEGIN
-          {first}
+          IF {NOTHING_TO_BOOK} THEN RETURN; END IF;
           IF cardinality(p_ids) > {BULK_POSTING} THEN
-            EXECUTE {_dollar(BOOK_OBLIGATIONS_V1.replace("p_ids", "$1"))} USING p_ids;
+            EXECUTE {_dollar(BOOK_OBLIGATIONS.replace("p_ids", "$1"))} USING p_ids;
           ELSE
-            {BOOK_OBLIGATIONS_V1};
+            {BOOK_OBLIGATIONS};
           END IF;
         END $fn$
         """

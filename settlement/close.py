@@ -23,8 +23,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from core.errors import DomainError, ErrorCode
 from db.ids import new_id
-from ledger.errors import DomainError, ErrorCode
 from settlement import queries
 from settlement.booking import PERIOD_LOCK
 from settlement.periods import get_period, require_period

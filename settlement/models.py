@@ -1,6 +1,6 @@
 """Tables of settlement: periods, obligations, the frozen results of a close, reconciliation.
 
-Parties (debtor, creditor, payer, payee, party) are partner ids or `db.ids.OPERATOR_PARTY`
+Parties (debtor, creditor, payer, payee, party) are partner ids or `core.caller.OPERATOR_PARTY`
 (the zero UUID), so they carry no foreign key. Money is bigint minor units.
 """
 
@@ -25,7 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlmodel import Field, SQLModel
 
-# The referenced tables must be in the metadata (db.metadata imports only this module).
+# The referenced tables must be in the metadata (Alembic's env imports only this module).
 import ledger.models  # noqa: F401
 import members.models  # noqa: F401
 import partners.models  # noqa: F401

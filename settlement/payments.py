@@ -7,7 +7,7 @@ import uuid
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ledger.errors import DomainError, ErrorCode
+from core.errors import DomainError, ErrorCode
 from settlement.records import InstructionRecord
 
 INSTRUCTION_COLUMNS = "id, period_id, payer_id, payee_id, amount, paid_at, bank_reference"

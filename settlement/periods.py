@@ -7,7 +7,7 @@ import uuid
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ledger.errors import DomainError, ErrorCode
+from core.errors import DomainError, ErrorCode
 from settlement.records import PeriodRecord
 
 COLUMNS = "id, status, starts_at, cutoff, closed_at, settled_at"

@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from core.caller import Caller, Scope
+from core.errors import DomainError, ErrorCode
 from ledger import postings
 from ledger.accounts import OPERATOR_ADJUSTMENT_ACCOUNT, AccountCode, account_id
-from ledger.errors import DomainError, ErrorCode
-from partners.caller import Caller, Scope
 from partners.service import get_partner
 from partners.settings import load_settings
 from settlement.access import require_operator, visible_party

@@ -10,8 +10,8 @@ import csv
 import io
 from decimal import Decimal
 
+from core.errors import DomainError, ErrorCode
 from ledger.amounts import InvalidDecimal, parse_decimal
-from ledger.errors import DomainError, ErrorCode
 from settlement.records import ReportLine
 
 HEADER = ["reference", "kind", "points", "amount"]

@@ -1,4 +1,4 @@
-"""Per party per period statements, and their CSV and JSON renderings.
+"""Per party per period statements, and their CSV and JSON renderings (PDF: statement_pdf).
 
 A closed period's statement is the frozen row computed at close; an OPEN period's is
 computed live (provisional, no instructions). A party with no activity gets zeros.
@@ -17,8 +17,8 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ledger.errors import DomainError, ErrorCode
-from partners.caller import Caller
+from core.caller import Caller
+from core.errors import DomainError, ErrorCode
 from partners.settings import load_settings
 from settlement import queries
 from settlement.access import visible_party
@@ -90,6 +90,12 @@ async def statement(
 
 def _major(minor: int, exponent: int) -> str:
     return str(Decimal(minor).scaleb(-exponent))
+
+
+def major_units(minor: int, exponent: int) -> str:
+    """Integer minor units as exact currency units ("-450.00"), through Decimal, never a float:
+    the one money format of every statement rendering (CSV, JSON, PDF)."""
+    return _major(minor, exponent)
 
 
 CSV_HEADER = ("section", "name", "counterparty", "points", "amount_minor", "amount", "detail")

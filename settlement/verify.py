@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from db.ids import OPERATOR_PARTY
+from core.caller import OPERATOR_PARTY
 from ledger.accounts import OPERATOR_ADJUSTMENT_ACCOUNT
 from settlement import queries
 from settlement.booking_sql import TERMS_AT

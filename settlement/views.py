@@ -9,7 +9,7 @@ import uuid
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from partners.caller import Caller
+from core.caller import Caller
 from settlement import queries
 from settlement.access import visible_party
 from settlement.payments import INSTRUCTION_COLUMNS

@@ -19,9 +19,9 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api.settings import Settings
+from core.caller import Caller
 from db.engine import create_engine
 from db.migrate import upgrade
-from partners.caller import Caller
 from partners.service import PartnerRecord, create_partner
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,8 +111,6 @@ def database_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    import settlement  # noqa: F401  (subscribes settlement to ledger events)
-
     eng = create_engine(database_url, pool_size=5)
     yield eng
     await eng.dispose()

@@ -4,12 +4,18 @@ import asyncio
 
 from alembic import context
 from sqlalchemy.engine import Connection
+from sqlmodel import SQLModel
 
+# Every table's model, for Alembic's comparison (autogenerate) only: the one place that imports
+# domain models for their side effect of registering tables (settlement's models import the
+# ledger's, the members' and the partners'). The migrations themselves carry their SQL as
+# literals and import no domain module (tests/db/test_function_drift.py).
+import core.audit  # noqa: F401
+import settlement.models  # noqa: F401
 from db.embedded import database_url
 from db.engine import create_engine
-from db.metadata import load_all_models
 
-target_metadata = load_all_models()
+target_metadata = SQLModel.metadata
 
 
 def _run(connection: Connection) -> None:

@@ -7,9 +7,9 @@ from typing import Annotated
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ledger.errors import DomainError
+from core.caller import Scope
+from core.errors import DomainError
 from members.service import enroll, find_member, find_member_with_balance
-from partners.caller import Scope
 from schema.context import Info
 from schema.errors import UserError, query_error
 from schema.members.inputs import MemberRef

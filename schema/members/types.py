@@ -8,11 +8,11 @@ from typing import Annotated
 
 import strawberry
 
+from core.caller import Caller
+from core.errors import DomainError, ErrorCode
 from ledger import queries
-from ledger.errors import DomainError, ErrorCode
 from members.phones import mask_phone
 from members.service import MemberRecord
-from partners.caller import Caller
 from schema.context import Info
 from schema.errors import query_error
 from schema.points.types import Transfer

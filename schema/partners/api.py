@@ -8,11 +8,11 @@ from decimal import Decimal
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from db import audit
-from db.audit import AuditAction
-from ledger.errors import DomainError
+from core import audit
+from core.audit import AuditAction
+from core.caller import Scope
+from core.errors import DomainError
 from partners import clients, service, settings
-from partners.caller import Scope
 from schema.context import Info
 from schema.errors import UserError, query_error
 from schema.mutation import Request, in_transaction

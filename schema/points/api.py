@@ -10,9 +10,9 @@ from typing import Annotated, Any
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ledger.errors import DomainError
-from members import points as ops
-from partners.caller import Scope
+from core.caller import Scope
+from core.errors import DomainError
+from points import service as ops
 from schema.context import Info
 from schema.errors import UserError, query_error
 from schema.members.inputs import MemberRef

@@ -8,10 +8,10 @@ from decimal import Decimal
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ledger.errors import DomainError
-from ledger.errors import ErrorCode as DomainErrorCode
-from members import batch as ops
-from partners.caller import Scope
+from core.caller import Scope
+from core.errors import DomainError
+from core.errors import ErrorCode as DomainErrorCode
+from points import batch as ops
 from schema.context import Info
 from schema.errors import ErrorCode, UserError
 from schema.members.inputs import MemberRef

@@ -10,10 +10,10 @@ from typing import Annotated
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from db import audit
-from db.audit import AuditAction
-from ledger.errors import DomainError
-from partners.caller import Scope
+from core import audit
+from core.audit import AuditAction
+from core.caller import Scope
+from core.errors import DomainError
 from partners.settings import load_settings
 from schema.audit import break_details, payment_details, report_details
 from schema.context import Info

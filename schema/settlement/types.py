@@ -12,8 +12,8 @@ from typing import Annotated
 
 import strawberry
 
-from db.ids import OPERATOR_PARTY
-from ledger.errors import DomainError
+from core.caller import OPERATOR_PARTY
+from core.errors import DomainError
 from partners.settings import load_settings
 from schema.context import Info
 from schema.enums import described_enum

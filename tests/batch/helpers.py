@@ -10,9 +10,9 @@ from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from members.batch import BatchOutcome, EarnRow, earn_points_batch
+from core.caller import Caller
 from members.service import MemberRef, enroll
-from partners.caller import Caller
+from points.batch import BatchOutcome, EarnRow, earn_points_batch
 from tests.conftest import partner_caller, unique_phone
 
 

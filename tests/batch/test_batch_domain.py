@@ -11,10 +11,10 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger.errors import ErrorCode
-from members.points import earn_points
+from core.errors import ErrorCode
 from members.service import MemberRef
 from partners.settings import update_settings
+from points.service import earn_points
 from tests.batch.helpers import batch, enrolled, key, row
 from tests.conftest import make_partner, partner_caller
 from tests.ledger import helpers as h

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from members.points import earn_points, redeem_points
 from members.service import MemberRef, enroll
+from points.service import earn_points, redeem_points
 from tests.cli.test_cli import env_with, run
 from tests.conftest import make_partner, partner_caller, unique_phone
 

@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger import queries
 from ledger.accounts import AccountCode, account_id
-from members.points import (
+from members.service import MemberRef, enroll
+from points.service import (
     EarnOutcome,
     HoldOutcome,
     RedeemOutcome,
@@ -27,7 +28,6 @@ from members.points import (
     reverse_transfer,
     void_hold,
 )
-from members.service import MemberRef, enroll
 from tests.conftest import partner_caller, unique_phone
 
 

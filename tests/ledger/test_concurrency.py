@@ -15,10 +15,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from core.errors import DomainError, ErrorCode
 from db.engine import create_engine
-from ledger.errors import DomainError, ErrorCode
-from members.points import earn_points
 from members.service import MemberRef
+from points.service import earn_points
 from tests.api.helpers import EARN, Shop, make_shop
 from tests.conftest import make_partner, partner_caller, unique_phone
 from tests.ledger import helpers as h

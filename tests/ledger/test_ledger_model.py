@@ -37,10 +37,9 @@ from hypothesis.stateful import (
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-import settlement  # noqa: F401  (the settlement hooks book obligations with every posting)
+from core.errors import DomainError, ErrorCode
 from db.engine import create_engine
 from ledger import queries
-from ledger.errors import DomainError, ErrorCode
 from ledger.postings import expire_member
 from partners.service import PartnerRecord
 from tests.conftest import make_partner

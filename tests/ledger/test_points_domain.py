@@ -9,8 +9,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger import queries
-from members.points import earn_points, redeem_points, reverse_transfer
 from members.service import MemberRef, enroll
+from points.service import earn_points, redeem_points, reverse_transfer
 from tests.conftest import make_partner, partner_caller, unique_phone
 
 

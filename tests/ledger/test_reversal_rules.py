@@ -8,7 +8,7 @@ from collections import Counter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger.errors import DomainError, ErrorCode
+from core.errors import DomainError, ErrorCode
 from ledger.expiry import expire_due
 from ledger.postings import expire_member
 from tests.conftest import make_partner

@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ledger import postings
 from ledger.accounts import OPERATOR_ADJUSTMENT_ACCOUNT, AccountCode, account_id
 from ledger.outbox import MEMBER_ENROLLED, TRANSFER_BOOKED
-from members.points import earn_points
 from members.service import MemberRef, enroll
+from points.service import earn_points
 from tests.batch.helpers import batch, enrolled, row
 from tests.conftest import make_partner, partner_caller, unique_phone
 from tests.ledger import helpers as h

@@ -32,8 +32,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger.accounts import AccountCode, account_id
-from members.points import earn_points
 from members.service import MemberRef, enroll
+from points.service import earn_points
 from schema.relay import from_global_id
 from tests.conftest import PARTNER_SCOPES, make_client, make_partner, partner_caller, unique_phone
 from tests.reliability.helpers import ServedProcess, graphql_errors, serve, token

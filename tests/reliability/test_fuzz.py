@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger.errors import ErrorCode
+from core.errors import ErrorCode
 from schema.relay import to_global_id
 from schema.root import build_schema
 from tests.api.helpers import key

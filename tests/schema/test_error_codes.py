@@ -17,8 +17,8 @@ from pathlib import Path
 
 import strawberry
 
-from ledger.errors import DomainError
-from ledger.errors import ErrorCode as DomainErrorCode
+from core.errors import DomainError
+from core.errors import ErrorCode as DomainErrorCode
 from schema.errors import TopLevelCode, query_code
 from schema.root import build_schema
 

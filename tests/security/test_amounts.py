@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.ingest_cli import MalformedFile, parse_file
+from core.errors import DomainError, ErrorCode
 from ledger.amounts import InvalidDecimal, parse_decimal
-from ledger.errors import DomainError, ErrorCode
 from settlement.report_csv import parse_report_csv
 from tests.api.helpers import BALANCE, TRANSFERS, Shop, key, make_shop, payload, user_errors
 from tests.conftest import Api, unique_phone, unique_slug

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db import audit
+from core import audit
 from tests.api.helpers import error_codes, make_shop
 from tests.conftest import Api, make_partner, partner_api, unique_phone, unique_slug
 

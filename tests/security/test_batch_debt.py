@@ -20,11 +20,11 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from db.ids import OPERATOR_PARTY
+from core.caller import OPERATOR_PARTY
 from ledger import postings
-from members.points import earn_points
 from members.service import MemberRef
 from partners.service import PartnerRecord
+from points.service import earn_points
 from tests.batch.helpers import batch, enrolled, key, row
 from tests.conftest import Api, make_partner, partner_api, partner_caller
 from tests.ledger import helpers as h

@@ -20,7 +20,7 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger.errors import DomainError, ErrorCode
+from core.errors import DomainError, ErrorCode
 from schema.relay import from_global_id, to_global_id
 from settlement.booking import PERIOD_LOCK
 from settlement.close import close_period

@@ -14,10 +14,10 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from members.points import earn_points, redeem_points, reverse_transfer
 from members.service import MemberRef, enroll
 from partners.service import PartnerRecord
 from partners.settings import update_settings
+from points.service import earn_points, redeem_points, reverse_transfer
 from settlement.close import close_period
 from settlement.records import PeriodRecord
 from tests.conftest import partner_caller, unique_phone

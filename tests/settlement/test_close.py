@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.ids import OPERATOR_PARTY as OP
-from ledger.errors import DomainError, ErrorCode
+from core.caller import OPERATOR_PARTY as OP
+from core.errors import DomainError, ErrorCode
 from settlement import views
 from settlement.close import close_period
 from settlement.payments import record_payment

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.ids import OPERATOR_PARTY as OP
+from core.caller import OPERATOR_PARTY as OP
 from tests.conftest import make_partner
 from tests.settlement.helpers import (
     coalition_terms,

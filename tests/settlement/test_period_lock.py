@@ -9,8 +9,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from members.points import redeem_points
 from members.service import MemberRef
+from points.service import redeem_points
 from settlement.close import close_period
 from tests.conftest import make_partner, partner_caller
 from tests.settlement.helpers import close, earn, key, member_at, period_of

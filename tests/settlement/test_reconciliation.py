@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.ids import OPERATOR_PARTY as OP
-from ledger.errors import DomainError, ErrorCode
+from core.caller import OPERATOR_PARTY as OP
+from core.errors import DomainError, ErrorCode
 from settlement.periods import current_period
 from settlement.reconciliation import list_breaks, list_reports, resolve_break, submit_report
 from settlement.records import ReportLine

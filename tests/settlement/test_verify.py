@@ -8,8 +8,8 @@ from decimal import Decimal
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from members.points import redeem_points
 from members.service import MemberRef
+from points.service import redeem_points
 from settlement.periods import current_period
 from settlement.verify import expected_amount, minor_units, verify_period
 from tests.conftest import make_partner, partner_caller

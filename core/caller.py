@@ -20,6 +20,9 @@ class Scope(StrEnum):
 
 ALL_SCOPES = frozenset(str(s) for s in Scope)
 
+OPERATOR_PARTY = uuid.UUID(int=0)
+"""The coalition operator as a settlement party (it has no partner row)."""
+
 
 @dataclass(frozen=True)
 class Caller:

@@ -36,6 +36,13 @@ class AuditAction(StrEnum):
     SETTLEMENT_PAYMENT_RECORDED = "SETTLEMENT_PAYMENT_RECORDED"
     PARTNER_REPORT_SUBMITTED = "PARTNER_REPORT_SUBMITTED"
     RECONCILIATION_BREAK_RESOLVED = "RECONCILIATION_BREAK_RESOLVED"
+    # The operator console's staff (console/): accounts and sign-ins.
+    STAFF_CREATED = "STAFF_CREATED"
+    STAFF_DISABLED = "STAFF_DISABLED"
+    STAFF_SIGNED_IN = "STAFF_SIGNED_IN"
+    STAFF_SIGNED_OUT = "STAFF_SIGNED_OUT"
+    STAFF_PASSWORD_RESET = "STAFF_PASSWORD_RESET"
+    PARTNER_REDEMPTION_SET = "PARTNER_REDEMPTION_SET"
 
 
 CLI_ACTOR = "cli"
@@ -130,17 +137,34 @@ async def list_entries(
     action: str | None = None,
     before: uuid.UUID | None = None,
     limit: int = 20,
+    actor: str | None = None,
+    subject_type: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> list[AuditEntryRecord]:
-    """Entries newest first (ids are UUIDv7, so id order is time order), after the cursor."""
+    """Entries newest first (ids are UUIDv7, so id order is time order), after the cursor;
+    optionally of one actor or subject type, and at or after `since` / before `until`."""
     rows = await conn.execute(
         text(
             "SELECT id, occurred_at, actor, action, subject_type, subject_id, details"
             " FROM audit_log"
             " WHERE (CAST(:action AS text) IS NULL OR action = :action)"
             " AND (CAST(:before AS uuid) IS NULL OR id < :before)"
+            " AND (CAST(:actor AS text) IS NULL OR actor = :actor)"
+            " AND (CAST(:subject_type AS text) IS NULL OR subject_type = :subject_type)"
+            " AND (CAST(:since AS timestamptz) IS NULL OR occurred_at >= :since)"
+            " AND (CAST(:until AS timestamptz) IS NULL OR occurred_at < :until)"
             " ORDER BY id DESC LIMIT :limit"
         ),
-        {"action": action, "before": before, "limit": limit},
+        {
+            "action": action,
+            "before": before,
+            "limit": limit,
+            "actor": actor,
+            "subject_type": subject_type,
+            "since": since,
+            "until": until,
+        },
     )
     return [AuditEntryRecord(**r._mapping) for r in rows]
 

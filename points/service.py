@@ -16,11 +16,12 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from core.caller import Caller
+from core.errors import DomainError, ErrorCode
 from db.ids import new_id
 from ledger import idempotency, postings
 from ledger.amounts import EXAMPLE
 from ledger.earn_once import EarnToBook, KeyTaken, book_earn_once
-from ledger.errors import DomainError, ErrorCode
 from ledger.queries import TransferRecord, prefixed_transfer, prefixed_transfer_columns
 from ledger.redeem_once import RedeemToBook, book_redeem_once
 from ledger.text import has_lone_surrogate
@@ -32,7 +33,6 @@ from members.service import (
     region_in_force,
     resolve,
 )
-from partners.caller import Caller
 from partners.earning import Purchase, compute_earn
 from partners.service import (
     BEGINNING,

@@ -38,23 +38,23 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from core.caller import Caller
+from core.errors import DomainError, ErrorCode
 from ledger import bulk
 from ledger.amounts import EXAMPLE
-from ledger.errors import DomainError, ErrorCode
 from ledger.idempotency import request_hash
 from members.phones import normalize_phone
-from members.points import (
+from members.service import MemberRef
+from partners.earning import Purchase, compute_earn
+from partners.service import RateCardRecord, get_partner
+from partners.settings import load_settings
+from points.service import (
     CLOCK_SKEW,
     MAX_AMOUNT,
     _partner_of,
     check_earn_before_key,
     earn_request,
 )
-from members.service import MemberRef
-from partners.caller import Caller
-from partners.earning import Purchase, compute_earn
-from partners.service import RateCardRecord, get_partner
-from partners.settings import load_settings
 
 OPERATION = "earnPoints"  # keys are shared with the single mutation: the same key replays
 BASE_RATE = "BASE_RATE"

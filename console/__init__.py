@@ -1,0 +1,1 @@
+"""The operator console at /console: staff accounts, sessions, server-rendered pages."""
