@@ -15,6 +15,7 @@ project's environment: it is installed once into its own virtualenv under .coali
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import shutil
 import subprocess
@@ -43,20 +44,32 @@ def codegen_tool() -> Path:
     """The ariadne-codegen command, installed into its own virtualenv when missing."""
     command = TOOLS / "bin" / "ariadne-codegen"
     installed = TOOLS / "requirements.txt"
-    if (
-        command.exists()
-        and installed.exists()
-        and installed.read_text() == REQUIREMENTS.read_text()
-    ):
-        return command
-    shutil.rmtree(TOOLS, ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "venv", str(TOOLS)], check=True, timeout=300)
-    subprocess.run(
-        [str(TOOLS / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r", str(REQUIREMENTS)],
-        check=True,
-        timeout=900,
-    )
-    shutil.copyfile(REQUIREMENTS, installed)
+    TOOLS.parent.mkdir(parents=True, exist_ok=True)
+    # CI runs two test sessions side by side: one builds the tool while the other waits.
+    with open(TOOLS.parent / "ariadne-codegen.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (
+            command.exists()
+            and installed.exists()
+            and installed.read_text() == REQUIREMENTS.read_text()
+        ):
+            return command
+        shutil.rmtree(TOOLS, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(TOOLS)], check=True, timeout=300)
+        subprocess.run(
+            [
+                str(TOOLS / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "-r",
+                str(REQUIREMENTS),
+            ],
+            check=True,
+            timeout=900,
+        )
+        shutil.copyfile(REQUIREMENTS, installed)
     return command
 
 
