@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.embedded import embedded_socket_dir
 from db.ids import new_id
-from ledger import postings
 from ledger.accounts import MEMBER_CODES, account_id
+from ledger.earn_once import EarnToBook, book_earn_once
 from partners.clients import create_client
 from partners.service import create_partner
 
@@ -129,16 +129,20 @@ async def seed(engine: AsyncEngine, *, partners: int, members: int, points: int)
     for start in range(0, len(member_ids), 500):
         async with engine.begin() as conn:
             for i, member_id in enumerate(member_ids[start : start + 500]):
-                await postings.book_earn(
-                    conn,
+                # The single earn (ledger_book_earn), without an idempotency key.
+                earn = EarnToBook(
                     member_id=member_id,
                     issuer_id=partner_ids[(start + i) % len(partner_ids)],
                     client_id=None,
+                    transfer_id=new_id(),
+                    lot_id=new_id(),
                     points=points,
                     reference=f"seed-{start + i}",
                     amount=None,
+                    metadata={},
                     occurred_at=now,
                     available_at=now,
                     expires_at=now + timedelta(days=365),
                 )
+                await book_earn_once(conn, earn, key=None)
     return Seeded(partner_ids, clients, phones)

@@ -20,6 +20,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
@@ -49,6 +50,7 @@ from partners import clients
 from partners import service as partner_service
 from partners.clients import NewClient
 from partners.settings import load_settings as load_coalition_settings
+from points import adjustment
 from schema.audit import break_details, payment_details
 from settlement import close as settlement_close
 from settlement import payments as settlement_payments
@@ -582,7 +584,28 @@ class Console:
             "partner": (q.get("partner") or "").strip()[:64],
             "ref": (q.get("ref") or "").strip()[:200],
         }
-        context: dict[str, Any] = {"lookup": lookup, "member": None, "error": None}
+        return await self._members(request, session, lookup, adjusted=q.get("adjusted") == "1")
+
+    async def _members(
+        self,
+        request: Request,
+        session: Session,
+        lookup: dict[str, str],
+        status_code: int | None = None,
+        *,
+        error: DomainError | None = None,
+        adjustment: dict[str, str] | None = None,
+        adjusted: bool = False,
+    ) -> Response:
+        context: dict[str, Any] = {
+            "adjusted": adjusted,
+            "lookup": lookup,
+            "member": None,
+            "error": None,
+            "adjust_error": error,
+            "adjustment": adjustment or {},
+            "adjust_key": secrets.token_urlsafe(16),
+        }
         async with self.engine.connect() as conn:
             context["partners"] = sorted(
                 await partner_service.list_partners(conn, after=None, limit=1000, only=None),
@@ -593,10 +616,56 @@ class Console:
                     context.update(await self._member(conn, lookup))
                 except DomainError as exc:
                     context["error"] = exc
-        status_code = 404 if context["error"] is not None else 200
-        if context["error"] is not None and context["error"].code != ErrorCode.MEMBER_NOT_FOUND:
-            status_code = 422
+        if status_code is None:
+            status_code = 404 if context["error"] is not None else 200
+            if context["error"] is not None and context["error"].code != ErrorCode.MEMBER_NOT_FOUND:
+                status_code = 422
         return self.render(request, "members.html", status_code, session, **context)
+
+    async def adjust_member(
+        self, request: Request, session: Session, form: FormData | None
+    ) -> Response:
+        """Credit or debit the member's points with a reason (`points.adjustment`, as the
+        API's adjustMemberPoints), then show the member page with the new balance."""
+        assert form is not None
+        fields = {
+            name: str(form.get(name) or "")[:600]
+            for name in ("phone", "member_id", "points", "funded_by", "reason", "key")
+        }
+        lookup = {"phone": fields["phone"].strip()[:64], "partner": "", "ref": ""}
+        try:
+            raw = fields["points"].strip()
+            digits = raw[1:] if raw[:1] in "+-" else raw
+            if not digits.isascii() or not digits.isdigit() or len(digits) > 13:
+                raise DomainError(
+                    ErrorCode.INVALID_AMOUNT, "points must be a whole number", ["points"]
+                )
+            member_id = _uuid(fields["member_id"])
+            if member_id is None:
+                raise DomainError(ErrorCode.MEMBER_NOT_FOUND, "no such member", ["member"])
+            funded_by = None
+            async with self.engine.begin() as conn:
+                if fields["funded_by"]:
+                    partner = await partner_service.get_partner_by_slug(conn, fields["funded_by"])
+                    if partner is None:
+                        raise DomainError(
+                            ErrorCode.PARTNER_NOT_FOUND, "no such partner", ["fundedBy"]
+                        )
+                    funded_by = partner.id
+                await adjustment.adjust_member_points(
+                    conn,
+                    CONSOLE_OPERATOR,
+                    actor=session.staff.actor,
+                    member=MemberRef(id=member_id),
+                    points=int(raw),
+                    funded_by=funded_by,
+                    reason=fields["reason"],
+                    idempotency_key=fields["key"] or secrets.token_urlsafe(16),
+                )
+        except DomainError as exc:
+            return await self._members(request, session, lookup, 422, error=exc, adjustment=fields)
+        query = urlencode({"phone": lookup["phone"], "adjusted": "1"})
+        return RedirectResponse(f"{PREFIX}/members?{query}", status_code=303)
 
     async def _member(self, conn: AsyncConnection, lookup: dict[str, str]) -> dict[str, Any]:
         """The member by phone (the operator's lookup) or by a partner's own reference (that
@@ -866,6 +935,11 @@ class Console:
             Route("/audit", self.page(Permission.VIEW_AUDIT, self.audit_log), methods=["GET"]),
             Route(
                 "/members", self.page(Permission.VIEW_MEMBERS, self.members_page), methods=["GET"]
+            ),
+            Route(
+                "/members/adjust",
+                self.page(Permission.ADJUST_MEMBERS, self.adjust_member),
+                methods=["POST"],
             ),
             Route(
                 "/settlement",

@@ -8,6 +8,7 @@ second `coalition` command (or a restarted server) reuses the same cluster and d
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import json
 import logging
@@ -74,7 +75,7 @@ def start_embedded(pgdata: Path) -> tuple[str, bool]:
     if not was_running:
         # pgserver caches a handle per directory for the life of the process; after a stop
         # that handle describes a server that is gone, so it is dropped to start anew.
-        module.PostgresServer._instances.pop(pgdata, None)
+        _forget_handle(module, pgdata)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         server = module.get_server(str(pgdata), cleanup_mode=None)
@@ -233,8 +234,16 @@ def stop_embedded(pgdata: Path, *, timeout: int = 60) -> EmbeddedStatus:
             user=_system_user(),
             timeout=timeout + 10,
         )
-    module.PostgresServer._instances.pop(before.pgdata, None)
+    _forget_handle(module, before.pgdata)
     return before
+
+
+def _forget_handle(module: Any, pgdata: Path) -> None:
+    """Drop pgserver's cached handle of a stopped cluster, and the exit hook it registered:
+    run at exit for a handle already dropped, that hook fails with a KeyError."""
+    handle = module.PostgresServer._instances.pop(pgdata, None)
+    if handle is not None:
+        atexit.unregister(handle._cleanup)
 
 
 def other_handles(pgdata: Path) -> list[int]:

@@ -1,6 +1,7 @@
 """Set-based earns: many purchases of one issuer booked in one transaction.
 
-Each row is still a full posting, exactly as `postings.book_earn` books it: one EARN transfer from
+Each row is still a full posting, exactly as `ledger_book_earn` (the single earn, `earn_sql`)
+books it, and parity-tested against it: one EARN transfer from
 the issuer's issuance account to the member's wallet, one lot, the idempotency key stored
 with its result, and the transfers announced to `events.booked` (settlement books their
 obligations). Only the number of statements changes: the rows are staged with COPY into a
@@ -15,8 +16,10 @@ Order of work, the same as a single earn's (key, period lock, member lock, write
 3. `events.begin` (settlement's shared period lock);
 4. lock the members involved, in id order (`FOR NO KEY UPDATE`, as `postings.posting` does);
 5. members with outstanding debts (rare): their first rows, in order, go one by one through
-   `postings.book_earn`, which repays debts from the new lot first, until the debt is cleared
-   (usually one row); their stored results are then pointed at the transfers it booked. The
+   the single earn, `ledger_book_earn` (`earn_once`), which repays debts from the new lot
+   first, until the debt is cleared (usually one row). Their keys are already claimed (step
+   2), so the function is called without one; ids are made just before each call, as
+   `earnPoints` makes them, and the keys' stored results are then pointed at them. The
    member's later rows have no debt left to repay: they are booked with everyone's in step 6,
    under fresh ids made after the one-by-one postings', so the member's transfers and lots
    stay in the order of the rows, as single earns would leave them;
@@ -47,6 +50,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from db.ids import new_id
 from ledger import events, postings
 from ledger.accounts import AccountCode, account_id
+from ledger.earn_once import EarnToBook, book_earn_once
 
 STAGE = "bulk_earn_stage"
 _STAGE_COLUMNS = (
@@ -212,7 +216,7 @@ _RENUMBER = text(
     """
 )
 
-# The results of the rows booked one by one name the transfers `postings.book_earn` made.
+# The results of the rows booked one by one name the transfers `ledger_book_earn` made.
 _POINT_KEYS = text(
     "UPDATE idempotency_keys k SET result = jsonb_set(k.result, '{transfer_id}',"
     " to_jsonb(b.transfer_id)) FROM unnest(CAST(:keys AS text[]), CAST(:transfers AS text[]))"
@@ -327,18 +331,19 @@ async def bulk_earn(
     if members:
         await conn.execute(_LOCK_MEMBERS, {"ids": members})
 
-    # 5. Members with debts: their first rows one by one (postings.book_earn repays the debt
-    #    from each new lot) until the debt is cleared; their later rows join step 6.
+    # 5. Members with debts: their first rows one by one (the single earn, ledger_book_earn,
+    #    repays the debt from each new lot) until the debt is cleared; their later rows join
+    #    step 6.
     owed: dict[uuid.UUID, int] = {}
     if members:
         owed = {r.member_id: int(r.owed) for r in await conn.execute(_OWED, {"ids": members})}
     one_by_one = _repaying_rows(rows, skipped, owed)
     if one_by_one:
-        await _book_one_by_one(
+        booked_ms = await _book_one_by_one(
             conn, issuer_id, client_id, pending, validity, rows, one_by_one, outcome
         )
         await conn.execute(text(f"DELETE FROM {STAGE} WHERE pos = ANY(:p)"), {"p": one_by_one})
-        ids = await _renumber_after(conn, client_id, rows, skipped, set(one_by_one), ids)
+        ids = await _renumber_after(conn, client_id, rows, skipped, set(one_by_one), ids, booked_ms)
 
     # 6. Everyone else: transfers and lots in one statement, then the subscribers.
     transfer_ids: list[uuid.UUID] = []
@@ -391,30 +396,40 @@ async def _book_one_by_one(
     rows: Sequence[BulkEarn],
     positions: Sequence[int],
     outcome: BulkOutcome,
-) -> None:
+) -> int:
+    """Book `positions` through the single earn; returns the last one's created_at as a
+    millisecond of the database's clock."""
     booked_ids: list[str] = []
+    booked_ms = -1
     for pos in positions:
         r = rows[pos]
-        booked = await postings.book_earn(
-            conn,
+        earn = EarnToBook(
             member_id=r.member_id,
             issuer_id=issuer_id,
             client_id=client_id,
+            transfer_id=new_id(),
+            lot_id=new_id(),
             points=r.points,
             reference=r.reference,
             amount=r.amount,
+            metadata=orjson.loads(r.metadata),
             occurred_at=r.occurred_at,
             available_at=r.occurred_at + pending,
             expires_at=r.occurred_at + pending + validity,
-            metadata=orjson.loads(r.metadata),
         )
-        booked_ids.append(str(booked.id))
+        # The key was claimed with the batch's (step 2): the function claims none.
+        created = await book_earn_once(conn, earn, key=None)
+        if not isinstance(created, datetime):  # no key to be taken, and points > 0
+            raise RuntimeError(f"the single earn booked nothing for row {pos}")
+        booked_ms = max(booked_ms, int(created.timestamp() * 1000))
+        booked_ids.append(str(earn.transfer_id))
         outcome.transfers += 1
         outcome.points += r.points
     await conn.execute(
         _POINT_KEYS,
         {"keys": [rows[p].key for p in positions], "transfers": booked_ids, "client": client_id},
     )
+    return booked_ms
 
 
 async def _renumber_after(
@@ -424,6 +439,7 @@ async def _renumber_after(
     skipped: set[int],
     done: set[int],
     ids: list[WireUUID],
+    booked_ms: int,
 ) -> list[WireUUID]:
     """Fresh ids for the later rows of the members just booked one by one (see step 5)."""
     members = {rows[p].member_id for p in done}
@@ -434,9 +450,12 @@ async def _renumber_after(
     ]
     if not later:
         return ids
-    # new_id() is monotonic within the process: one more is later than every id the
-    # one-by-one postings made, and the fresh ids start after its millisecond.
-    floor_ms = new_id().int >> 80
+    # new_id() is monotonic within the process: one more is later than every EARN id the
+    # one-by-one postings were given, and (on one clock) than the uuid7() ids of the repayments
+    # ledger_book_earn made before returning. The fresh ids start in a later millisecond than
+    # that, and than the last EARN's created_at in the database's clock plus one (a guard for
+    # a database clock ahead of this process's).
+    floor_ms = max(new_id().int >> 80, booked_ms + 1)
     fresh = uuid7s(2 * len(later), after_ms=floor_ms)
     renumbered = list(ids)
     for n, pos in enumerate(later):

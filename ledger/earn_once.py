@@ -29,12 +29,12 @@ class KeyTaken:
 class EarnToBook:
     member_id: uuid.UUID
     issuer_id: uuid.UUID
-    client_id: str
+    client_id: str | None
     transfer_id: uuid.UUID
     lot_id: uuid.UUID
     points: int
-    reference: str
-    amount: Decimal
+    reference: str | None
+    amount: Decimal | None
     metadata: dict[str, Any]
     occurred_at: datetime
     available_at: datetime
@@ -49,13 +49,19 @@ _BOOK_EARN = text(
 
 
 async def book_earn_once(
-    conn: AsyncConnection, earn: EarnToBook, *, key: str, request_hash: str, result: dict[str, Any]
+    conn: AsyncConnection,
+    earn: EarnToBook,
+    *,
+    key: str | None,
+    request_hash: str | None = None,
+    result: dict[str, Any] | None = None,
 ) -> datetime | KeyTaken | None:
     """Claim `key` with `result` and book `earn` (when it has points), atomically.
 
     Returns the transfer's created_at (None for a zero-point earn, which books only the key),
     or KeyTaken. On an autocommit connection the statement is its own transaction; inside a
-    caller's transaction it is part of that one.
+    caller's transaction it is part of that one. With `key=None` no key is claimed: the
+    caller has stored it already (a batch claims its rows' keys at once), or there is none.
     """
     mark_write_sent()
     row = (

@@ -1,14 +1,18 @@
-"""A single earn as one SQL function: key, lock, transfer, lot, debt repayments, hooks.
+"""The earn posting, one at a time, as one SQL function: key, lock, transfer, lot, debt
+repayments, hooks.
 
-`BOOK_EARN` is the current definition of `ledger_book_earn` (migration 0004 installed a literal
-copy of it). One statement is one round trip and, run outside
-an explicit transaction, one atomic commit: the idempotency key and its result, the posting
-and its subscribers' rows (obligations) are stored together or not at all. The rules are
-those of `postings.book_earn` (which batch imports still use for members with debts):
+`BOOK_EARN` is the current definition of `ledger_book_earn` (migration 0010 installed a literal
+copy of it; 0004 the first version). It is the only one-at-a-time earn: `earnPoints`
+(`earn_once`), the rows of a batch that repay a member's debt (`bulk`) and bench/setup all book
+through it; the set-based batch path (`bulk`) books everything else and is parity-tested
+against it. One statement is one round trip and, run outside an explicit transaction, one
+atomic commit: the idempotency key and its result, the posting and its subscribers' rows
+(obligations) are stored together or not at all.
 
 1. claim the key with the final result (ids are made by the caller beforehand); a key
    already taken returns the stored row instead (`KEY_TAKEN`), after waiting for an
-   in-flight holder to commit or roll back;
+   in-flight holder to commit or roll back. With a NULL key the caller has claimed it
+   already (a batch claims all its rows' keys in one statement) or there is none (bench);
 2. `ledger_posting_begin()`, then lock the member `FOR NO KEY UPDATE`;
 3. insert the EARN transfer and its lot;
 4. repay the member's debts, oldest first, from the new lot (a DEBT_REPAYMENT transfer and
@@ -38,12 +42,14 @@ DECLARE
   v_repay bigint;
   v_repayment uuid;
 BEGIN
-  INSERT INTO idempotency_keys (client_id, key, operation, request_hash, result)
-  VALUES (p_client, p_key, 'earnPoints', p_hash, p_result) ON CONFLICT DO NOTHING;
-  IF NOT FOUND THEN
-    RETURN QUERY SELECT 'KEY_TAKEN', NULL::timestamptz, k.operation, k.request_hash, k.result
-      FROM idempotency_keys k WHERE k.client_id = p_client AND k.key = p_key;
-    RETURN;
+  IF p_key IS NOT NULL THEN
+    INSERT INTO idempotency_keys (client_id, key, operation, request_hash, result)
+    VALUES (p_client, p_key, 'earnPoints', p_hash, p_result) ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+      RETURN QUERY SELECT 'KEY_TAKEN', NULL::timestamptz, k.operation, k.request_hash, k.result
+        FROM idempotency_keys k WHERE k.client_id = p_client AND k.key = p_key;
+      RETURN;
+    END IF;
   END IF;
   IF p_points > 0 THEN
     PERFORM ledger_posting_begin();

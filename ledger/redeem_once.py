@@ -23,15 +23,16 @@ from ledger.redeem_sql import INSUFFICIENT_POINTS_SQLSTATE
 class RedeemToBook:
     member_id: uuid.UUID
     redeemer_id: uuid.UUID
-    client_id: str
+    client_id: str | None
     transfer_id: uuid.UUID
     points: int
-    reference: str
+    reference: str | None
+    hold_id: uuid.UUID | None = None  # a capture: the hold's own points are spendable
 
 
 _BOOK_REDEEM = text(
     "SELECT * FROM ledger_book_redeem(:client, :key, :hash, :result, :transfer, :member,"
-    " :redeemer, :wallet, :redemption, :points, :reference)"
+    " :redeemer, :wallet, :redemption, :points, :reference, :hold)"
 ).bindparams(bindparam("result", type_=JSONB))
 
 
@@ -47,13 +48,14 @@ async def book_redeem_once(
     conn: AsyncConnection,
     redeem: RedeemToBook,
     *,
-    key: str,
-    request_hash: str,
-    result: dict[str, Any],
+    key: str | None,
+    request_hash: str | None = None,
+    result: dict[str, Any] | None = None,
 ) -> datetime | KeyTaken:
     """Claim `key` with `result` and book `redeem`, atomically: the transfer's created_at,
     KeyTaken, or INSUFFICIENT_POINTS (then nothing is stored). The statement is atomic by
-    itself, or part of the caller's transaction when there is one."""
+    itself, or part of the caller's transaction when there is one. With `key=None` no key is
+    claimed: the caller has stored its own (a hold's capture)."""
     mark_write_sent()
     try:
         row = (
@@ -71,6 +73,7 @@ async def book_redeem_once(
                     "redemption": account_id(AccountCode.PARTNER_REDEMPTION, redeem.redeemer_id),
                     "points": redeem.points,
                     "reference": redeem.reference,
+                    "hold": redeem.hold_id,
                 },
             )
         ).one()

@@ -59,6 +59,8 @@ AuditAction = described_enum(
         " its sessions ended (subject: the StaffAccount).",
         "PARTNER_REDEMPTION_SET": "Whether members may redeem points at a partner was changed"
         " (subject: the Partner).",
+        "MEMBER_ADJUSTED": "Support or the operator credited or debited a member's points with"
+        " a reason (subject: the Member; details: points, reason, transfer_id, funded_by).",
     },
 )
 
@@ -73,6 +75,7 @@ class SubjectType(Enum):
     PartnerReport = "PartnerReport"
     ReconciliationBreak = "ReconciliationBreak"
     StaffAccount = "StaffAccount"
+    Member = "Member"
 
 
 AuditSubjectType = described_enum(
@@ -89,13 +92,21 @@ AuditSubjectType = described_enum(
         "PartnerReport": "A partner's reconciliation report (subjectId: its global id).",
         "ReconciliationBreak": "A reconciliation break (subjectId: its global id).",
         "StaffAccount": "A console staff account (subjectId: its email).",
+        "Member": "A member (subjectId: its global id).",
     },
 )
 
 # Subjects that are Relay nodes are named by their global id; others (API clients, the
 # coalition settings) by their own public identifier.
 GLOBAL_ID_SUBJECTS = frozenset(
-    {"Partner", "SettlementPeriod", "PaymentInstruction", "PartnerReport", "ReconciliationBreak"}
+    {
+        "Partner",
+        "SettlementPeriod",
+        "PaymentInstruction",
+        "PartnerReport",
+        "ReconciliationBreak",
+        "Member",
+    }
 )
 
 

@@ -29,6 +29,7 @@ from schema.members.types import Member
 from schema.partners.api import PartnerMutations, PartnerQueries
 from schema.partners.types import Partner
 from schema.permissions import SCOPE_ARGUMENT
+from schema.points.adjustment import AdjustmentMutations
 from schema.points.api import PointsMutations, PointsQueries
 from schema.points.batch import PointsBatchMutations
 from schema.points.types import Hold, Transfer
@@ -45,7 +46,14 @@ Query = merge_types(
 )
 Mutation = merge_types(
     "Mutation",
-    (MemberMutations, PointsMutations, PointsBatchMutations, PartnerMutations, SettlementMutations),
+    (
+        MemberMutations,
+        PointsMutations,
+        PointsBatchMutations,
+        AdjustmentMutations,
+        PartnerMutations,
+        SettlementMutations,
+    ),
 )
 # merge_types takes no description.
 Query.__strawberry_definition__.description = (  # type: ignore[attr-defined]

@@ -1,6 +1,8 @@
-"""Every write of the points currency, in Python, one module per posting type. The ledger's other writers follow the same
-rules: `bulk` (set-based earns) and the single earn and redemption as SQL functions
-(`earn_sql`, `redeem_sql`); nothing outside the ledger inserts transfers or changes lots.
+"""The writes of the points currency made in Python, one module per posting type. The earn
+has no Python copy: one at a time it is the SQL function `ledger_book_earn` (`earn_sql`), in
+batches the set-based `bulk`. The redemption has no Python copy either: `redeemPoints` and a
+hold's capture (`holds.capture`) both book through the SQL function `ledger_book_redeem`
+(`redeem_sql`). Nothing outside the ledger inserts transfers or changes lots.
 
 Each posting runs in the caller's transaction and starts by locking the member's row
 (`FOR NO KEY UPDATE`, which does not conflict with the KEY SHARE locks that foreign keys
@@ -8,12 +10,10 @@ take), so one member's balance changes one at a time while members and partners 
 parallel. No partner- or operator-level row is updated: their totals are derived.
 """
 
-from ledger.postings.adjustment import adjust
+from ledger.postings.adjustment import adjust, credit_member, debit_member
 from ledger.postings.base import Posting, TransferCode, consume, posting, spendable, wallet
-from ledger.postings.earn import book_earn
 from ledger.postings.expiry import expire_member
 from ledger.postings.holds import capture, hold, void
-from ledger.postings.redeem import redeem
 from ledger.postings.reverse import OriginalTransfer, reverse
 
 __all__ = [
@@ -21,13 +21,13 @@ __all__ = [
     "Posting",
     "TransferCode",
     "adjust",
-    "book_earn",
     "capture",
     "consume",
+    "credit_member",
+    "debit_member",
     "expire_member",
     "hold",
     "posting",
-    "redeem",
     "reverse",
     "spendable",
     "void",

@@ -1,4 +1,4 @@
-"""Two-phase redemption: hold, capture (a redemption), void."""
+"""Two-phase redemption: hold, capture (a redemption, booked by `ledger_book_redeem`), void."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from core.errors import DomainError, ErrorCode
 from db.ids import new_id
 from ledger import events
 from ledger.postings.base import posting, spendable
-from ledger.postings.redeem import redeem
+from ledger.redeem_once import RedeemToBook, book_redeem_once
 
 
 async def hold(
@@ -92,15 +92,21 @@ async def capture(
         raise DomainError(
             ErrorCode.INVALID_AMOUNT, f"points must be between 1 and {row.points}", ["points"]
         )
-    transfer_id = await redeem(
+    # The redemption itself is the single redemption's SQL function (`ledger_book_redeem`),
+    # spending the hold's points; the caller has stored its own idempotency key.
+    transfer_id = new_id()
+    await book_redeem_once(
         conn,
-        member_id=row.member_id,
-        redeemer_id=row.partner_id,
-        client_id=client_id,
-        points=wanted,
-        reference=row.reference,
-        metadata={"hold_id": str(hold_id)},
-        hold_id=hold_id,
+        RedeemToBook(
+            member_id=row.member_id,
+            redeemer_id=row.partner_id,
+            client_id=client_id,
+            transfer_id=transfer_id,
+            points=wanted,
+            reference=row.reference,
+            hold_id=hold_id,
+        ),
+        key=None,
     )
     await conn.execute(
         text(

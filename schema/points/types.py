@@ -59,7 +59,9 @@ described_enum(
         "REVERSAL": "All or part of an earn or a redemption taken back (a return, a refund);"
         " `reversalOf` is the original.",
         "EXPIRY": "Points that expired unused (breakage), one per member and issuer per sweep.",
-        "ADJUSTMENT": "A correction booked by the operator when resolving a reconciliation break.",
+        "ADJUSTMENT": "A correction booked by the operator: resolving a reconciliation break,"
+        " or adjusting a member's points with a reason (`reason`; a credit's `partner` is the"
+        " partner that funds it).",
         "DEBT": "Points the member owes: a reversal found fewer points than it had to take back.",
         "DEBT_REPAYMENT": "Points of a later earn or refund that repaid a debt first.",
         "BREAKAGE_REVERSAL": "Expired points taken back out of breakage when their earn was"

@@ -58,6 +58,7 @@ OPERATOR_FIELDS = {
     "revokeApiClient",
     "updateCoalitionSettings",
     "auditLog",
+    "adjustMemberPoints",
 }
 ANY_CLIENT_FIELDS = {"viewer", "node", "partners", "coalitionSettings"}
 

@@ -1,6 +1,6 @@
 """Parity: the same purchases booked one by one (`ledger_book_earn`, the single earn) and as
-one batch (`ledger.bulk`, set-based, with the rows that repay a debt through `postings.book_earn`)
-leave exactly the same rows behind.
+one batch (`ledger.bulk`, set-based, with the rows that repay a debt booked through
+`ledger_book_earn` too, their keys claimed by the batch) leave exactly the same rows behind.
 
 Every row the earns write is compared, ids and creation times aside: transfers (code, points,
 partner, member, reference, amount, metadata, occurred_at of the purchases), lots (issuer,

@@ -1,7 +1,7 @@
-"""Parity: a redemption booked by the SQL function (`ledger_book_redeem`, redeemPoints) and by
-the Python posting (`postings.redeem`, through a hold's capture) consumes the same lots, in
-the same order, with the same obligations. Both render `ledger.spending`'s spendable balance
-and oldest-first consumption."""
+"""Parity: a redemption booked by `redeemPoints` and by a hold's capture consumes the same lots,
+in the same order, with the same obligations. Both book through the one redemption, the SQL
+function `ledger_book_redeem` (a capture with `p_hold`: its key claimed by `captureHold`, the
+hold's own points spendable, `hold_id` in the transfer's metadata)."""
 
 from __future__ import annotations
 
@@ -59,8 +59,8 @@ async def _book(engine: AsyncEngine, *, by_capture: bool) -> tuple[uuid.UUID, di
         )
         redeems = await c.execute(
             text(
-                "SELECT code, points, partner_id FROM transfers WHERE member_id = :m"
-                " AND code = 'REDEEM' ORDER BY id"
+                "SELECT code, points, partner_id, metadata_ ? 'hold_id' AS captured"
+                " FROM transfers WHERE member_id = :m AND code = 'REDEEM' ORDER BY id"
             ),
             {"m": member},
         )
@@ -89,7 +89,7 @@ async def _book(engine: AsyncEngine, *, by_capture: bool) -> tuple[uuid.UUID, di
                 )
                 for r in obligations
             ),
-            "redeems": [(r.code, r.points, roles[r.partner_id]) for r in redeems],
+            "redeems": [(r.code, r.points, roles[r.partner_id], r.captured) for r in redeems],
             "balance": (await h.balance(engine, member)).available,
         }
         await h.assert_invariants(c, [member])
@@ -99,7 +99,37 @@ async def _book(engine: AsyncEngine, *, by_capture: bool) -> tuple[uuid.UUID, di
 async def test_the_sql_function_and_the_python_posting_redeem_alike(engine: AsyncEngine) -> None:
     _, by_function = await _book(engine, by_capture=False)
     _, by_capture = await _book(engine, by_capture=True)
+    assert [r[3] for r in by_function["redeems"]] == [False] * len(REDEMPTIONS)
+    assert [r[3] for r in by_capture["redeems"]] == [True] * len(REDEMPTIONS)
+    for picture in (by_function, by_capture):
+        picture["redeems"] = [r[:3] for r in picture["redeems"]]
     assert by_function == by_capture
     assert by_function["balance"] == 150 - sum(REDEMPTIONS)
     assert len(by_function["consumptions"]) > len(REDEMPTIONS)  # some spanned two lots
     assert {o[1] for o in by_function["obligations"]} >= {"REDEMPTION"}
+
+
+async def test_a_capture_spends_its_own_hold_and_leaves_the_others_reserved(
+    engine: AsyncEngine,
+) -> None:
+    partner = await make_partner(engine)
+    member = await h.new_member(engine, [partner.id])
+    await h.earn(engine, partner.id, member, 100)
+    first = await h.hold(engine, partner.id, member, 60)
+    second = await h.hold(engine, partner.id, member, 40)
+    # Nothing is spendable outside the holds, yet each capture spends its own hold's points.
+    await h.capture(engine, partner.id, first.hold_id, None)
+    assert (await h.balance(engine, member)).available == 0
+    await h.capture(engine, partner.id, second.hold_id, None)
+    bal = await h.balance(engine, member)
+    assert (bal.available, bal.held) == (0, 0)
+    async with engine.connect() as c:
+        holds = await c.scalars(
+            text(
+                "SELECT t.metadata_->>'hold_id' FROM holds x JOIN transfers t"
+                " ON t.id = x.transfer_id WHERE x.member_id = :m ORDER BY x.id"
+            ),
+            {"m": member},
+        )
+        assert list(holds) == [str(first.hold_id), str(second.hold_id)]
+        await h.assert_invariants(c, [member])

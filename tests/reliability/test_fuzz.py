@@ -314,6 +314,11 @@ MUTATIONS: dict[str, tuple[str, str, str]] = {
     ),
     "closeSettlementPeriod": ("CloseSettlementPeriodInput", "period { id status }", "operator"),
     "submitPartnerReport": ("SubmitPartnerReportInput", "report { id }", "partner"),
+    "adjustMemberPoints": (
+        "AdjustMemberPointsInput",
+        "transfer { id points } member { id }",
+        "operator",
+    ),
 }
 
 
@@ -544,6 +549,22 @@ def strategies(
                 "periodId": id_values(w.period_id),
                 "records": st.one_of(st.lists(st.one_of(record, junk), max_size=4), junk),
                 "partnerId": id_values(w.partner_id),
+            },
+        ),
+        "adjustMemberPoints": mutation(
+            {
+                "member": st.sampled_from([{"id": w.member_id}, {"phone": w.phone}]),
+                "points": small,
+                "fundedBy": st.just(w.partner_id),
+                "reason": st.just("fuzz goodwill"),
+                "idempotencyKey": unique,
+            },
+            {
+                "member": member_fuzz,
+                "points": ints,
+                "fundedBy": id_values(w.partner_id, w.member_id),
+                "reason": strings,
+                "idempotencyKey": strings,
             },
         ),
     }

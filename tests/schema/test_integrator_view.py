@@ -56,6 +56,11 @@ async def test_every_user_error_names_the_input_field_as_the_client_wrote_it(
     earn = {"member": member, "amount": "10", "reference": "r", "idempotencyKey": key()}
     hold = {"member": member, "points": 1, "reference": "r", "idempotencyKey": key()}
     partner = shop.api
+    adjust = {"member": member, "points": 1, "fundedBy": shop.id, "reason": "r"}
+    adjust["idempotencyKey"] = key()
+    reused = key()
+    first = _call(operator_api, "adjustMemberPoints", {**adjust, "idempotencyKey": reused})
+    assert first["errors"] == []
     # mutation -> (caller, input, the code and field it must answer)
     cases: list[tuple[str, Api, dict[str, Any], str, list[str]]] = [
         ("enrollMember", partner, {"phone": "12"}, "INVALID_PHONE", ["phone"]),
@@ -105,6 +110,16 @@ async def test_every_user_error_names_the_input_field_as_the_client_wrote_it(
         ("resolveReconciliationBreak", operator_api, {"breakId": "x", "action": "ACCEPT", "note": "n"}, "INVALID_INPUT", ["breakId"]),
         ("resolveReconciliationBreak", operator_api, {"breakId": _missing("ReconciliationBreak"), "action": "ACCEPT", "note": "n"}, "BREAK_NOT_FOUND", ["breakId"]),
         ("resolveReconciliationBreak", operator_api, {"breakId": _missing("ReconciliationBreak"), "action": "ACCEPT", "note": "n" * 1001}, "INVALID_INPUT", ["note"]),
+        ("adjustMemberPoints", operator_api, {**adjust, "points": 0}, "INVALID_AMOUNT", ["points"]),
+        ("adjustMemberPoints", operator_api, {**adjust, "reason": " "}, "INVALID_INPUT", ["reason"]),
+        ("adjustMemberPoints", operator_api, {**adjust, "fundedBy": None}, "INVALID_INPUT", ["fundedBy"]),
+        ("adjustMemberPoints", operator_api, {**adjust, "fundedBy": "x"}, "INVALID_INPUT", ["fundedBy"]),
+        ("adjustMemberPoints", operator_api, {**adjust, "fundedBy": _missing("Partner")}, "PARTNER_NOT_FOUND", ["fundedBy"]),
+        ("adjustMemberPoints", operator_api, {**adjust, "member": {"phone": unique_phone()}}, "MEMBER_NOT_FOUND", ["member"]),
+        ("adjustMemberPoints", operator_api, {**adjust, "member": {"id": "x"}}, "INVALID_INPUT", ["member", "id"]),
+        ("adjustMemberPoints", operator_api, {**adjust, "points": -10**6}, "INSUFFICIENT_POINTS", ["points"]),
+        ("adjustMemberPoints", operator_api, {**adjust, "idempotencyKey": ""}, "INVALID_INPUT", ["idempotencyKey"]),
+        ("adjustMemberPoints", operator_api, {**adjust, "idempotencyKey": reused, "points": 2}, "IDEMPOTENCY_KEY_REUSED", ["idempotencyKey"]),
     ]  # fmt: skip
     assert SCHEMA.mutation_type is not None
     assert {c[0] for c in cases} == set(SCHEMA.mutation_type.fields), "a mutation has no case"

@@ -71,6 +71,7 @@ RULES: dict[str, str] = {
     "closeSettlementPeriod": OPERATOR,
     "recordSettlementPayment": OPERATOR,
     "resolveReconciliationBreak": OPERATOR,
+    "adjustMemberPoints": OPERATOR,
 }
 
 SCHEMA: GraphQLSchema = build_schema()._schema

@@ -21,7 +21,8 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core.caller import OPERATOR_PARTY
-from ledger import postings
+from ledger import bulk, earn_once
+from ledger.earn_once import EarnToBook
 from members.service import MemberRef
 from partners.service import PartnerRecord
 from points.service import earn_points
@@ -41,16 +42,18 @@ TRANSFER = """query($id: ID!) { transfer(id: $id) { code reference points } }"""
 
 @contextmanager
 def counting_postings(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """Count the rows booked through the ordinary single posting (`postings.book_earn`)."""
+    """Count the rows a batch books one by one, through the single earn (`ledger_book_earn`,
+    called by `earn_once.book_earn_once`), with their points."""
     calls: list[int] = []
-    original = postings.book_earn
+    original = earn_once.book_earn_once
 
-    async def counted(conn: AsyncConnection, **kwargs: Any) -> Any:
-        calls.append(kwargs["points"])
-        return await original(conn, **kwargs)
+    async def counted(conn: AsyncConnection, earn: EarnToBook, **kwargs: Any) -> Any:
+        assert kwargs["key"] is None  # the batch claimed the row's key with the others'
+        calls.append(earn.points)
+        return await original(conn, earn, **kwargs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(postings, "book_earn", counted)
+        patch.setattr(bulk, "book_earn_once", counted)
         yield calls
 
 
