@@ -78,6 +78,8 @@ class RequestObserver:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = time.perf_counter()
+        # Read before routing: a Mount rewrites the shared scope's root_path on the way in.
+        sent_path = _path(scope)
         request_id = request_id_from(_header(scope, b"x-request-id"))
         scope.setdefault("state", {})["request_id"] = request_id
         marker = (b"x-request-id", request_id.encode("ascii"))
@@ -102,7 +104,7 @@ class RequestObserver:
             # Logged here, where the request id is known; not raised on, so the server does
             # not log it again. An answer already under way cannot be finished: the server
             # closes the connection.
-            log.exception("unhandled error answering %s %s", scope["method"], _path(scope))
+            log.exception("unhandled error answering %s %s", scope["method"], sent_path)
             if status is None:
                 status = 500
                 await _server_error(request_id)(scope, receive, send)
@@ -113,7 +115,7 @@ class RequestObserver:
             route = self._route(scope)
             self.metrics.observe_request(route, scope["method"], answered, seconds)
             if access_log.isEnabledFor(logging.INFO):
-                path = _path(scope)
+                path = sent_path
                 access_log.info(
                     "%s %s %d %.1fms",
                     scope["method"],

@@ -192,6 +192,10 @@ def test_each_request_has_one_access_line(
         assert fields == {"method": method, "route": route, "path": path, "status": status}
         assert 0 < line.duration_ms < HANG * 1000  # type: ignore[attr-defined]
         assert line.getMessage().startswith(f"{method} {path} {status} ")
+    # A path under a mounted app (the console) is logged as sent, not with its mount twice.
+    httpx.get(f"{dev}/console/", headers={"X-Request-ID": "console-1"}, timeout=HANG)
+    [line] = [r for r in _records(logs, "console-1") if r.name == "coalition.access"]
+    assert line.path == "/console/"  # type: ignore[attr-defined]
     # The query string is never logged (a credential may have been put there). This test's
     # own HTTP client logs the URL it requested: that is not the server's log.
     server_side = [r for r in logs.records if not r.name.startswith(("httpx", "httpcore"))]
