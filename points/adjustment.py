@@ -4,8 +4,8 @@ correct a member's points through this one function.
 - A credit (points > 0) is funded by a partner: an ADJUSTMENT from its issuance account to the
   member's wallet with a lot whose issuer is that partner (available now, expiring per its
   validity days), so a later redemption settles exactly like the partner's earned points.
-  Under the ISSUANCE funding model a credit is refused: the obligation booking charges the
-  issue price for EARN transfers only, and charging it for adjustments needs a migration.
+  Under the ISSUANCE funding model the funder owes the operator its issue price for a credit,
+  as for an earn (settlement books it from `funded_by` in the metadata, migration 0011).
 - A debit (points < 0) takes points from the spendable balance, oldest expiry first, into the
   operator's adjustment account; never below zero, and no money moves.
 
@@ -19,7 +19,6 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core import audit
@@ -71,13 +70,6 @@ def check_adjustment(points: int, funded_by: uuid.UUID | None, reason: str) -> s
     return trimmed
 
 
-_FUNDING_MODEL = text(
-    "SELECT COALESCE((SELECT funding_model FROM settlement_terms WHERE effective_from <= now()"
-    " ORDER BY effective_from DESC, id DESC LIMIT 1),"
-    " (SELECT funding_model FROM coalition_settings WHERE id = 1))"
-)
-
-
 async def adjust_member_points(
     conn: AsyncConnection,
     caller: Caller,
@@ -113,13 +105,6 @@ async def adjust_member_points(
         funder = await get_partner(conn, funded_by)
         if funder is None:
             raise DomainError(ErrorCode.PARTNER_NOT_FOUND, "no such partner", ["fundedBy"])
-        if await conn.scalar(_FUNDING_MODEL) == "ISSUANCE":
-            raise DomainError(
-                ErrorCode.INVALID_INPUT,
-                "a credit cannot be booked under the ISSUANCE funding model (it would not be"
-                " charged to the funder); debits are allowed",
-                ["points"],
-            )
         metadata["funded_by"] = str(funder.id)
         transfer_id = await postings.credit_member(
             conn,

@@ -1,7 +1,7 @@
 """The obligation-booking SQL: the current definition of `settlement_book_obligations`.
 
 `BOOK_OBLIGATIONS_FUNCTION` is the function the ledger's posting hook (`ledger_posting_booked`)
-calls. Migrations 0004 and 0006 installed literal copies of earlier and current versions (they
+calls. Migrations 0004, 0006 and 0011 installed literal copies of earlier and current versions (they
 import nothing from here, so an old migration installs the same thing forever). This is the one
 canonical copy in code: changing the rules means changing it here *and* adding a migration that
 installs the new text; tests/db/test_function_drift.py compares it with the migrated database.
@@ -46,8 +46,10 @@ BOOK_OBLIGATIONS = f"""
              card.issue_price, 0
       FROM booked b CROSS JOIN LATERAL (
         SELECT issue_price FROM rate_cards WHERE partner_id = b.partner_id
-          AND effective_from <= b.occurred_at ORDER BY effective_from DESC LIMIT 1) card
-      WHERE b.funding_model = 'ISSUANCE' AND b.code = 'EARN'
+          AND effective_from <= COALESCE(b.occurred_at, b.created_at)
+          ORDER BY effective_from DESC LIMIT 1) card
+      WHERE b.funding_model = 'ISSUANCE'
+        AND (b.code = 'EARN' OR (b.code = 'ADJUSTMENT' AND b.metadata_ ? 'funded_by'))
       UNION ALL
       SELECT b.id, NULL, '{OPERATOR_PARTY}'::uuid, b.partner_id, 'REDEMPTION', b.points, card.redeem_price, 0
       FROM booked b CROSS JOIN LATERAL (

@@ -85,9 +85,11 @@ reversals AS (
   UNION ALL
   SELECT s.id, s.partner_id, s.partner_id, :operator, 'ISSUANCE', s.points,
          (SELECT issue_price FROM rate_cards WHERE partner_id = s.partner_id
-            AND effective_from <= s.occurred_at ORDER BY effective_from DESC LIMIT 1),
+            AND effective_from <= COALESCE(s.occurred_at, s.created_at)
+            ORDER BY effective_from DESC LIMIT 1),
          s.scale
-  FROM subjects s WHERE s.funding_model = 'ISSUANCE' AND s.code = 'EARN'
+  FROM subjects s WHERE s.funding_model = 'ISSUANCE'
+    AND (s.code = 'EARN' OR (s.code = 'ADJUSTMENT' AND s.metadata_ ? 'funded_by'))
   UNION ALL
   SELECT s.id, NULL, :operator, s.partner_id, 'REDEMPTION', s.points,
          (SELECT redeem_price FROM rate_cards WHERE partner_id = s.partner_id

@@ -11,10 +11,12 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from core.caller import OPERATOR_PARTY
 from core.errors import DomainError, ErrorCode
 from ledger.accounts import OPERATOR_ADJUSTMENT_ACCOUNT
 from members.service import MemberRef
 from points.adjustment import AdjustmentOutcome, adjust_member_points
+from settlement.verify import verify_period
 from tests.conftest import OPERATOR, make_partner, partner_caller
 from tests.ledger.helpers import assert_invariants, balance, earn, key, lot_of, new_member
 from tests.settlement.helpers import coalition_terms, obligations_of
@@ -178,12 +180,23 @@ async def test_a_credited_point_redeemed_elsewhere_makes_the_funder_owe(
     assert await obligations_of(engine, burnt) == {(funder.id, redeemer.id, "REDEMPTION", 60, 6000)}
 
 
-async def test_issuance_model_refuses_credits_but_allows_debits(engine: AsyncEngine) -> None:
+async def test_under_the_issuance_model_a_credit_charges_its_funder_like_an_earn(
+    engine: AsyncEngine,
+) -> None:
+    """An earn at A makes A owe the operator its issue price; a credit A funds does too (and
+    verification, which recomputes obligations independently, agrees); a debit owes nothing."""
     funder = await make_partner(engine, issue_price="0.80", redeem_price="0.95")
     member_id = await new_member(engine, [funder.id])
     await _adjust(engine, member_id, 30, funder.id)
     async with coalition_terms(engine, funding_model="ISSUANCE"):
-        refused = await _refused(engine, member_id, 10, funder.id)
-        assert (refused.code, refused.field) == (ErrorCode.INVALID_INPUT, ["points"])
-        await _adjust(engine, member_id, -10)
-    assert (await balance(engine, member_id)).available == 20
+        credit = await _adjust(engine, member_id, 10, funder.id)
+        debit = await _adjust(engine, member_id, -5)
+        assert await obligations_of(engine, uuid.UUID(credit.transfer_id)) == {
+            (funder.id, OPERATOR_PARTY, "ISSUANCE", 10, 800)
+        }
+        assert await obligations_of(engine, uuid.UUID(debit.transfer_id)) == set()
+        async with engine.connect() as c:
+            period = await c.scalar(text("SELECT id FROM settlement_periods WHERE status = 'OPEN'"))
+            result = await verify_period(c, period)
+        assert result.ok, result.differences
+    assert (await balance(engine, member_id)).available == 35
