@@ -2,13 +2,50 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core import audit
 from core.errors import DomainError, ErrorCode
+from db.embedded import database_url
 from db.engine import create_engine
+from db.migrate import upgrade
 from partners.clients import create_client
 from partners.service import get_partner_by_slug
+
+T = TypeVar("T")
+_errors = Console(stderr=True)
+
+
+def run_in_transaction(
+    work: Callable[[AsyncConnection], Awaitable[T]],
+    refused: tuple[type[Exception], ...] = (DomainError,),
+) -> T:
+    """One transaction against the configured database (migrated first) for a CLI command. An
+    expected refusal (an exception with `code` and `message`) prints them on stderr and exits
+    with code 1, never a traceback."""
+    url = database_url()
+    upgrade(url)
+
+    async def go() -> T:
+        engine = create_engine(url, pool_size=1)
+        try:
+            async with engine.begin() as conn:
+                return await work(conn)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(go())
+    except refused as exc:
+        code, message = getattr(exc, "code", type(exc).__name__), getattr(exc, "message", exc)
+        _errors.print(f"{code}: {message}", markup=False, highlight=False)
+        raise typer.Exit(1) from exc
 
 
 async def create_client_command(

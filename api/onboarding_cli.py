@@ -4,7 +4,6 @@ cut to fit a terminal); `--json` prints what scripts need."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import uuid
@@ -17,12 +16,10 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from api.commands import run_in_transaction
 from core import audit
 from core.caller import OPERATOR_PARTY, Caller
 from core.errors import DomainError, ErrorCode
-from db.embedded import database_url
-from db.engine import create_engine
-from db.migrate import upgrade
 from ledger.amounts import InvalidDecimal, parse_decimal
 
 partners_app = typer.Typer(help="Partners of the coalition.", no_args_is_help=True)
@@ -34,25 +31,7 @@ OPERATOR = Caller(client_id="cli", partner_id=None, scopes=frozenset({"operator"
 
 
 def _run(work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-    """One transaction against the configured database; domain errors exit with code 1."""
-    import settlement  # noqa: F401  (subscribes settlement to ledger events)
-
-    url = database_url()
-    upgrade(url)
-
-    async def go() -> T:
-        engine = create_engine(url, pool_size=1)
-        try:
-            async with engine.begin() as conn:
-                return await work(conn)
-        finally:
-            await engine.dispose()
-
-    try:
-        return asyncio.run(go())
-    except DomainError as exc:
-        errors.print(f"{exc.code}: {exc.message}", markup=False, highlight=False)
-        raise typer.Exit(1) from exc
+    return run_in_transaction(work)
 
 
 def print_table(columns: list[str], rows: list[list[str]], out: Console | None = None) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
@@ -14,12 +13,10 @@ import typer
 from rich.console import Console
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from api.commands import run_in_transaction
 from core import audit
 from core.caller import OPERATOR_PARTY, Caller
 from core.errors import DomainError, ErrorCode
-from db.embedded import database_url
-from db.engine import create_engine
-from db.migrate import upgrade
 from partners.service import get_partner_by_slug
 
 app = typer.Typer(help="Settlement periods, statements, reconciliation.", no_args_is_help=True)
@@ -30,23 +27,7 @@ T = TypeVar("T")
 
 
 def _run(work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-    """Run one transaction against the configured database; domain errors exit with code 1."""
-    url = database_url()
-    upgrade(url)
-
-    async def go() -> T:
-        engine = create_engine(url, pool_size=1)
-        try:
-            async with engine.begin() as conn:
-                return await work(conn)
-        finally:
-            await engine.dispose()
-
-    try:
-        return asyncio.run(go())
-    except DomainError as exc:
-        errors.print(f"[red]{exc.code}[/red]: {exc.message}")
-        raise typer.Exit(1) from exc
+    return run_in_transaction(work)
 
 
 def _id(raw: str, type_name: str) -> uuid.UUID:

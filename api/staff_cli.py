@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -12,6 +11,7 @@ import typer
 from rich.console import Console
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from api.commands import run_in_transaction
 from api.onboarding_cli import print_table
 from console.staff import (
     Role,
@@ -23,9 +23,6 @@ from console.staff import (
     reset_password,
 )
 from core.audit import CLI_ACTOR
-from db.embedded import database_url
-from db.engine import create_engine
-from db.migrate import upgrade
 
 app = typer.Typer(help="Staff accounts of the operator console (/console).", no_args_is_help=True)
 console = Console()
@@ -34,22 +31,7 @@ T = TypeVar("T")
 
 
 def _run(work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-    url = database_url()
-    upgrade(url)
-
-    async def go() -> T:
-        engine = create_engine(url, pool_size=1)
-        try:
-            async with engine.begin() as conn:
-                return await work(conn)
-        finally:
-            await engine.dispose()
-
-    try:
-        return asyncio.run(go())
-    except StaffError as exc:
-        errors.print(f"{exc.code}: {exc.message}", markup=False, highlight=False)
-        raise typer.Exit(1) from exc
+    return run_in_transaction(work, refused=(StaffError,))
 
 
 @app.command("create")
