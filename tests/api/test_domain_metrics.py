@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -111,10 +112,16 @@ def test_a_batch_counts_each_earn_it_booked(shop: Shop, dev: str) -> None:
 
 def test_the_database_pool_is_read_at_scrape_time(app: Starlette, dev: str) -> None:
     assert httpx.get(f"{dev}/healthz", timeout=HANG).status_code == 200  # a connection used
-    series = _scrape(dev)
+    readings = []
+    for _ in range(20):
+        readings.append(_scrape(dev))
+        time.sleep(0.05)
+    series = readings[-1]
     pool = app.state.platform.engine.pool
     assert series["coalition_db_pool_size"] == pool.size() > 0
-    # Between requests nothing holds a connection, and nothing beyond the pool is open.
-    assert series["coalition_db_pool_checked_out"] == 0
-    assert series["coalition_db_pool_overflow"] == 0
+    # Background refreshers (revocations every 0.5 s here, the outbox backlog) hold a
+    # connection for a moment; between requests some scrape finds none checked out and none
+    # open beyond the pool.
+    assert min(r["coalition_db_pool_checked_out"] for r in readings) == 0
+    assert min(r["coalition_db_pool_overflow"] for r in readings) == 0
     assert set(POOL) <= series.keys()
