@@ -11,12 +11,12 @@ from rich.console import Console
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core import audit
-from core.errors import DomainError, ErrorCode
+from core.errors import DomainError
 from db.embedded import database_url
 from db.engine import create_engine
 from db.migrate import upgrade
 from partners.clients import create_client
-from partners.service import get_partner_by_slug
+from partners.service import require_partner_by_slug
 
 T = TypeVar("T")
 _errors = Console(stderr=True)
@@ -56,11 +56,7 @@ async def create_client_command(
         async with engine.begin() as conn:
             partner_id = None
             if partner_slug is not None:
-                partner = await get_partner_by_slug(conn, partner_slug)
-                if partner is None:
-                    raise DomainError(
-                        ErrorCode.PARTNER_NOT_FOUND, f"no partner {partner_slug!r}", ["partner"]
-                    )
+                partner = await require_partner_by_slug(conn, partner_slug, ["partner"])
                 partner_id = partner.id
             created = await create_client(conn, partner_id=partner_id, scopes=scopes, name=name)
             await audit.record(

@@ -37,7 +37,7 @@ from core.errors import DomainError, ErrorCode
 from ledger.amounts import EXAMPLE, InvalidDecimal, parse_decimal
 from members.service import MemberRef
 from partners.clients import load_client
-from partners.service import get_partner_by_slug
+from partners.service import require_partner_by_slug
 from points.batch import BatchOutcome, EarnRow, RowRejection, earn_points_batch
 
 COLUMNS = ("phone", "partner_ref", "amount", "reference", "occurred_at", "idempotency_key")
@@ -207,11 +207,7 @@ async def caller_for(engine: AsyncEngine, partner_slug: str, client_id: str | No
     """The partner the file books for, as the API client whose keys it shares (default: the
     partner's file-import client `ingest:<slug>`, a key space of its own)."""
     async with engine.connect() as conn:
-        partner = await get_partner_by_slug(conn, partner_slug)
-        if partner is None:
-            raise DomainError(
-                ErrorCode.PARTNER_NOT_FOUND, f"no partner {partner_slug!r}", ["partner"]
-            )
+        partner = await require_partner_by_slug(conn, partner_slug, ["partner"])
         if client_id is None:
             return Caller(f"ingest:{partner.slug}", partner.id, frozenset({Scope.POINTS_EARN}))
         client = await load_client(conn, client_id)

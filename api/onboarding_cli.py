@@ -177,15 +177,12 @@ def clients_list(
 ) -> None:
     """List API clients (never their secrets)."""
     from partners.clients import list_clients
-    from partners.service import get_partner_by_slug, get_partners
+    from partners.service import get_partners, require_partner_by_slug
 
     async def work(conn: AsyncConnection) -> list[dict[str, Any]]:
         only = None
         if partner is not None:
-            found = await get_partner_by_slug(conn, partner)
-            if found is None:
-                raise DomainError(ErrorCode.PARTNER_NOT_FOUND, f"no partner {partner!r}")
-            only = found.id
+            only = (await require_partner_by_slug(conn, partner)).id
         rows = await list_clients(conn, partner_id=only)
         slugs = await get_partners(conn, [r.partner_id for r in rows if r.partner_id])
         return [

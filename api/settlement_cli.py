@@ -16,8 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from api.commands import run_in_transaction
 from core import audit
 from core.caller import OPERATOR_PARTY, Caller
-from core.errors import DomainError, ErrorCode
-from partners.service import get_partner_by_slug
+from partners.service import require_partner_by_slug
 
 app = typer.Typer(help="Settlement periods, statements, reconciliation.", no_args_is_help=True)
 console = Console()
@@ -47,10 +46,7 @@ def _period_id(raw: str) -> uuid.UUID:
 async def _partner_id(conn: AsyncConnection, slug: str) -> uuid.UUID:
     if slug == "operator":
         return OPERATOR_PARTY
-    partner = await get_partner_by_slug(conn, slug)
-    if partner is None:
-        raise DomainError(ErrorCode.PARTNER_NOT_FOUND, f"no partner {slug!r}", ["partner"])
-    return partner.id
+    return (await require_partner_by_slug(conn, slug, ["partner"])).id
 
 
 @app.command("periods")

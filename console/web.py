@@ -461,9 +461,7 @@ class Console:
         slug = request.path_params["slug"]
         try:
             async with self.engine.begin() as conn:
-                partner = await partner_service.get_partner_by_slug(conn, slug)
-                if partner is None:
-                    raise DomainError(ErrorCode.PARTNER_NOT_FOUND, f"no partner {slug!r}")
+                partner = await partner_service.require_partner_by_slug(conn, slug)
                 card = await partner_service.set_rate_card(
                     conn,
                     partner.id,
@@ -501,9 +499,7 @@ class Console:
         accepts = form.get("accepts_redemption") == "yes"
         try:
             async with self.engine.begin() as conn:
-                partner = await partner_service.get_partner_by_slug(conn, slug)
-                if partner is None:
-                    raise DomainError(ErrorCode.PARTNER_NOT_FOUND, f"no partner {slug!r}")
+                partner = await partner_service.require_partner_by_slug(conn, slug)
                 updated = await partner_service.set_accepts_redemption(conn, partner.id, accepts)
                 await audit.record(
                     conn,
@@ -528,9 +524,7 @@ class Console:
         name = str(form.get("name") or "").strip() or None
         try:
             async with self.engine.begin() as conn:
-                partner = await partner_service.get_partner_by_slug(conn, slug)
-                if partner is None:
-                    raise DomainError(ErrorCode.PARTNER_NOT_FOUND, f"no partner {slug!r}")
+                partner = await partner_service.require_partner_by_slug(conn, slug)
                 created = await clients.create_client(
                     conn, partner_id=partner.id, scopes=scopes, name=name
                 )

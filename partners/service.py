@@ -255,6 +255,16 @@ async def get_partner_by_slug(conn: AsyncConnection, slug: str) -> PartnerRecord
     return PartnerRecord(**row._mapping) if row else None
 
 
+async def require_partner_by_slug(
+    conn: AsyncConnection, slug: str, field: list[str] | None = None
+) -> PartnerRecord:
+    """The partner with this slug, or PARTNER_NOT_FOUND (on `field`) when there is none."""
+    partner = await get_partner_by_slug(conn, slug)
+    if partner is None:
+        raise DomainError(ErrorCode.PARTNER_NOT_FOUND, f"no partner {slug!r}", field)
+    return partner
+
+
 async def get_partners(
     conn: AsyncConnection, ids: list[uuid.UUID]
 ) -> dict[uuid.UUID, PartnerRecord]:
