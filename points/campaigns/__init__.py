@@ -1,0 +1,1 @@
+"""Campaigns: their versions, lifecycle and the versions in force (the earn engine's rules)."""
