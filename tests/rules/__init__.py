@@ -1,0 +1,1 @@
+"""The earn engine, without a database: conditions, funding splits and pricing."""
