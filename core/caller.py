@@ -15,6 +15,7 @@ class Scope(StrEnum):
     POINTS_REVERSE = "points:reverse"
     SETTLEMENT_READ = "settlement:read"
     RECONCILIATION_WRITE = "reconciliation:write"
+    CAMPAIGNS_WRITE = "campaigns:write"
     OPERATOR = "operator"
 
 

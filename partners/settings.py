@@ -1,9 +1,12 @@
-"""Coalition-wide economics: currency, point value, phone region, funding model, fee."""
+"""Coalition-wide economics: currency, point value, phone region, funding model, fee; and the
+time zone rules see local hours and weekdays in."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -22,6 +25,7 @@ class CoalitionSettings:
     default_region: str
     funding_model: str
     clearing_fee: Decimal
+    time_zone: str = "UTC"  # IANA name: campaigns see local hours and weekdays in it
 
     def to_minor(self, amount: Decimal) -> Decimal:
         """Currency units to minor units, unrounded (callers round once, by their rule)."""
@@ -40,7 +44,7 @@ async def load_settings(conn: AsyncConnection) -> CoalitionSettings:
         await conn.execute(
             text(
                 "SELECT currency, currency_exponent, point_value, default_region,"
-                " funding_model, clearing_fee FROM coalition_settings WHERE id = 1"
+                " funding_model, clearing_fee, time_zone FROM coalition_settings WHERE id = 1"
             )
         )
     ).one()
@@ -54,6 +58,7 @@ async def update_settings(
     default_region: str | None = None,
     funding_model: str | None = None,
     clearing_fee: Decimal | None = None,
+    time_zone: str | None = None,
 ) -> CoalitionSettings:
     if funding_model is not None and funding_model not in FUNDING_MODELS:
         raise DomainError(ErrorCode.INVALID_INPUT, "unknown funding model", ["fundingModel"])
@@ -72,13 +77,48 @@ async def update_settings(
         if default_region.upper() not in phonenumbers.SUPPORTED_REGIONS:
             raise DomainError(ErrorCode.INVALID_INPUT, "unknown region", ["defaultRegion"])
         default_region = default_region.upper()
+    if time_zone is not None:
+        time_zone = check_time_zone(time_zone)
     await conn.execute(
         text(
             "UPDATE coalition_settings SET point_value = COALESCE(:pv, point_value),"
             " default_region = COALESCE(:region, default_region),"
             " funding_model = COALESCE(:fm, funding_model),"
-            " clearing_fee = COALESCE(:fee, clearing_fee), updated_at = now() WHERE id = 1"
+            " clearing_fee = COALESCE(:fee, clearing_fee),"
+            " time_zone = COALESCE(:tz, time_zone), updated_at = now() WHERE id = 1"
         ),
-        {"pv": point_value, "region": default_region, "fm": funding_model, "fee": clearing_fee},
+        {
+            "pv": point_value,
+            "region": default_region,
+            "fm": funding_model,
+            "fee": clearing_fee,
+            "tz": time_zone,
+        },
     )
     return await load_settings(conn)
+
+
+# Names in the time zone database that are not places: the host's own zone, and tzdata's
+# internal ones.
+_NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
+
+
+@lru_cache(maxsize=1)
+def _zone_names() -> frozenset[str]:
+    return frozenset(available_timezones()) - _NOT_ZONES
+
+
+def check_time_zone(name: str) -> str:
+    """An IANA time zone name as the time zone database spells it (`Europe/Moscow`, `UTC`), or
+    INVALID_INPUT on `timeZone`."""
+    if name not in _zone_names():
+        raise DomainError(
+            ErrorCode.INVALID_INPUT,
+            "unknown time zone: an IANA name such as Europe/Moscow or UTC",
+            ["timeZone"],
+        )
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise DomainError(ErrorCode.INVALID_INPUT, "unknown time zone", ["timeZone"]) from exc
+    return name

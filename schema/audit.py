@@ -61,6 +61,15 @@ AuditAction = described_enum(
         " (subject: the Partner).",
         "MEMBER_ADJUSTED": "Support or the operator credited or debited a member's points with"
         " a reason (subject: the Member; details: points, reason, transfer_id, funded_by).",
+        "CAMPAIGN_CREATED": "A campaign was created (subject: the Campaign; details: its"
+        " first version's definition).",
+        "CAMPAIGN_UPDATED": "A campaign's definition changed: a new version (subject: the"
+        " Campaign; details: the version and the changed fields, before and after).",
+        "CAMPAIGN_PAUSED": "A campaign was paused: a new version (subject: the Campaign).",
+        "CAMPAIGN_RESUMED": "A draft campaign was started or a paused one resumed: a new"
+        " version (subject: the Campaign).",
+        "CAMPAIGN_ENDED": "A campaign was ended: a new version (subject: the Campaign).",
+        "CAMPAIGN_ARCHIVED": "A campaign was archived: a new version (subject: the Campaign).",
     },
 )
 
@@ -76,6 +85,7 @@ class SubjectType(Enum):
     ReconciliationBreak = "ReconciliationBreak"
     StaffAccount = "StaffAccount"
     Member = "Member"
+    Campaign = "Campaign"
 
 
 AuditSubjectType = described_enum(
@@ -93,6 +103,7 @@ AuditSubjectType = described_enum(
         "ReconciliationBreak": "A reconciliation break (subjectId: its global id).",
         "StaffAccount": "A console staff account (subjectId: its email).",
         "Member": "A member (subjectId: its global id).",
+        "Campaign": "A campaign (subjectId: its global id).",
     },
 )
 
@@ -106,6 +117,7 @@ GLOBAL_ID_SUBJECTS = frozenset(
         "PartnerReport",
         "ReconciliationBreak",
         "Member",
+        "Campaign",
     }
 )
 

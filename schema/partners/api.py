@@ -98,7 +98,8 @@ class SetRateCardPayload:
 class CreateApiClientInput:
     scopes: list[str] = strawberry.field(
         description="What the client may do: members:read, members:write, points:earn,"
-        " points:redeem, points:reverse, settlement:read, reconciliation:write; `operator`"
+        " points:redeem, points:reverse, settlement:read, reconciliation:write,"
+        " campaigns:write; `operator`"
         " for (and only for) an operator client."
     )
     partner_id: strawberry.ID | None = strawberry.field(
@@ -159,6 +160,11 @@ class UpdateCoalitionSettingsInput:
     clearing_fee: Decimal | None = strawberry.field(
         default=None,
         description="Redemption-funded: fee per point of another partner's redeemed (at most 6 decimals, 0 to 1000000).",
+    )
+    time_zone: str | None = strawberry.field(
+        default=None,
+        description="The coalition's time zone, an IANA name (`Europe/Moscow`, `UTC`): campaign"
+        " conditions see a purchase's local hour and weekday in it.",
     )
 
 
@@ -359,7 +365,7 @@ class PartnerMutations:
 
     @strawberry.mutation(
         description="Operator: change the coalition's economics (point value, region, funding"
-        " model, clearing fee); prices in force when a transfer is booked stay its prices.",
+        " model, clearing fee) and time zone; prices in force when a transfer is booked stay its prices.",
         extensions=requires("updateCoalitionSettings", Scope.OPERATOR),
     )
     async def update_coalition_settings(
@@ -372,12 +378,14 @@ class PartnerMutations:
                 default_region=input.default_region,
                 funding_model=None if input.funding_model is None else input.funding_model.value,
                 clearing_fee=input.clearing_fee,
+                time_zone=input.time_zone,
             )
             requested = {
                 "pointValue": input.point_value,
                 "defaultRegion": input.default_region,
                 "fundingModel": input.funding_model,
                 "clearingFee": input.clearing_fee,
+                "timeZone": input.time_zone,
             }
             await audit.record(
                 conn,

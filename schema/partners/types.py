@@ -124,6 +124,10 @@ class CoalitionSettings:
         description="Redemption-funded: what a redeeming partner owes the operator per point"
         " of another partner's it accepts."
     )
+    time_zone: str = strawberry.field(
+        description="The coalition's time zone (IANA name, `UTC` by default): campaign"
+        " conditions see a purchase's local hour and weekday in it."
+    )
 
     @classmethod
     def of(cls, s: SettingsRecord) -> CoalitionSettings:
@@ -134,4 +138,5 @@ class CoalitionSettings:
             default_region=s.default_region,
             funding_model=FundingModel(s.funding_model),
             clearing_fee=s.clearing_fee,
+            time_zone=s.time_zone,
         )

@@ -1,0 +1,1 @@
+"""Campaigns over GraphQL: queries, mutations and their types."""
