@@ -21,6 +21,7 @@ from api.onboarding_cli import (
 )
 from api.settlement_cli import app as settlement_app
 from api.staff_cli import app as staff_app
+from api.tiers_cli import app as tiers_app
 from db.embedded import database_url
 from db.migrate import upgrade
 
@@ -33,6 +34,7 @@ app.add_typer(settlement_app, name="settlement")
 app.add_typer(db_app, name="db")
 app.add_typer(staff_app, name="staff")
 app.add_typer(partners_app, name="partners")
+app.add_typer(tiers_app, name="tiers")
 clients_app.command("list")(clients_list)
 clients_app.command("revoke")(clients_revoke)
 settlement_app.command("instructions")(settlement_instructions)

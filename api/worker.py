@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
 
 from prometheus_client import CollectorRegistry
@@ -20,14 +21,25 @@ from analytics import activity
 from db.engine import create_engine
 from outbox.delivery import Consumer
 from outbox.metrics import BacklogReading, OutboxCollector, read_backlog
-from outbox.worker import Worker, WorkerSettings
+from outbox.worker import Periodic, Worker, WorkerSettings
+from points.tiers import evaluation as tiers
 
 log = logging.getLogger("coalition.worker")
 
 
 def consumers() -> list[Consumer]:
     """Every consumer of the outbox, in the order the relay serves them."""
-    return [activity.CONSUMER]
+    return [activity.CONSUMER, tiers.CONSUMER]
+
+
+def periodic() -> list[Periodic]:
+    """What the worker runs now and then. The daily tier evaluation is looked at every
+    COALITION_TIERS_CHECK_INTERVAL seconds (default 600; 0: never, e.g. when a cron job runs
+    `coalition tiers evaluate`) and runs once per UTC day, and after a policy change."""
+    every = float(os.environ.get("COALITION_TIERS_CHECK_INTERVAL", "600"))
+    if every <= 0:
+        return []
+    return [Periodic("tiers", tiers.run_daily, interval=every, delay=min(every, 30))]
 
 
 class OutboxRuntime:
@@ -46,7 +58,9 @@ class OutboxRuntime:
         self.settings = settings or WorkerSettings.from_env()
         self.consumers = consumers()
         self.reading = BacklogReading()
-        self.worker = Worker(engine, self.consumers, self.settings) if run_worker else None
+        self.worker = (
+            Worker(engine, self.consumers, self.settings, periodic()) if run_worker else None
+        )
         registry.register(OutboxCollector(self.reading))
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -85,7 +99,7 @@ async def run_worker_command(url: str, *, concurrency: int | None = None) -> Non
     if concurrency is not None:
         settings = dataclasses.replace(settings, concurrency=max(2, concurrency))
     engine = create_engine(url, pool_size=settings.concurrency + 1)
-    worker = Worker(engine, consumers(), settings)
+    worker = Worker(engine, consumers(), settings, periodic())
     running = asyncio.create_task(worker.run())
     loop = asyncio.get_running_loop()
 

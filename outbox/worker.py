@@ -11,6 +11,11 @@ engine's pool. Delivery is at least once:
 - a stop (SIGTERM) lets running jobs finish; a job cancelled anyway is put back in the queue.
 
 The receipts of `outbox.delivery` make every repeat harmless.
+
+Beside delivery, the worker runs its `periodic` jobs (the daily tier evaluation): each is
+called every `interval` seconds, restarted with backoff after a failure, and cancelled when
+the worker stops. Every worker process runs them: a job decides itself whether there is work
+and must be safe to run in several processes at once (a lock in the database).
 """
 
 from __future__ import annotations
@@ -52,6 +57,16 @@ _DISCONNECTS = (
 
 
 @dataclass(frozen=True)
+class Periodic:
+    """A job run every `interval` seconds (the first time `delay` seconds after the start)."""
+
+    name: str
+    run: Callable[[AsyncEngine], Awaitable[object]]
+    interval: float
+    delay: float = 0
+
+
+@dataclass(frozen=True)
 class WorkerSettings:
     concurrency: int = 4  # jobs one worker process runs at once
     poll_interval: float = 0.5  # seconds between relay rounds when the outbox is quiet
@@ -86,10 +101,15 @@ def asyncpg_dsn(engine: AsyncEngine) -> str:
 
 class Worker:
     def __init__(
-        self, engine: AsyncEngine, consumers: Sequence[Consumer], settings: WorkerSettings
+        self,
+        engine: AsyncEngine,
+        consumers: Sequence[Consumer],
+        settings: WorkerSettings,
+        periodic: Sequence[Periodic] = (),
     ) -> None:
         self.engine = engine
         self.consumers = list(consumers)
+        self.periodic = list(periodic)
         self.settings = settings
         self._stopping = asyncio.Event()
         self._queue: QueueManager | None = None
@@ -106,8 +126,36 @@ class Worker:
 
     async def run(self) -> None:
         await asyncio.gather(
-            self._supervise("relay", self._relay), self._supervise("queue", self._serve_queue)
+            self._supervise("relay", self._relay),
+            self._supervise("queue", self._serve_queue),
+            *(self._every(job) for job in self.periodic),
         )
+
+    async def _every(self, job: Periodic) -> None:
+        await self._pause(job.delay)
+        started = False
+
+        async def body() -> None:
+            nonlocal started
+            if started:
+                await self._pause(job.interval)
+            started = True
+            if self._stopping.is_set():
+                return
+            running = asyncio.ensure_future(job.run(self.engine))
+            stopping = asyncio.ensure_future(self._stopping.wait())
+            try:
+                await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+                if not running.done():  # stopping: its transaction rolls back
+                    running.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await running
+            if running.done() and not running.cancelled():
+                running.result()  # a failure: restarted with backoff by _supervise
+
+        await self._supervise(job.name, body)
 
     async def _supervise(self, name: str, body: Callable[[], Awaitable[None]]) -> None:
         backoff = 0.5

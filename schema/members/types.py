@@ -26,6 +26,7 @@ from schema.relay import (
     page_size,
     to_global_id,
 )
+from schema.tiers.types import Tier, TierProgress, member_tier_of, tier_progress_of
 
 MAX_EXPIRING_DAYS = 3650
 
@@ -117,3 +118,16 @@ class Member(Node):
                 limit=size + 1,
             )
         return connection([Transfer.of(r) for r in rows], [r.id for r in rows], size, before)
+
+    @strawberry.field(
+        description="The member's coalition tier; null when none (or when no tier policy is set)."
+    )
+    async def tier(self, info: Info) -> Tier | None:
+        return await member_tier_of(info, self.member_id)
+
+    @strawberry.field(
+        description="The member's qualifying points, tier and what the next tier needs; null"
+        " when no tier policy is set."
+    )
+    async def tier_progress(self, info: Info) -> TierProgress | None:
+        return await tier_progress_of(info, self.member_id)
