@@ -3,8 +3,10 @@
 
 A day is a UTC calendar day of the booking (the event's time) until the coalition has a time
 zone setting. A reversal counts on the day it was booked, at the partner that booked the
-original, split by what it reversed. Each event is counted once: the outbox delivery records
-its receipt in the same transaction as this upsert.
+original, split by what it reversed. A BONUS (points a funder paid towards another partner's
+earn, `ledger.earn_sql`) counts as points issued by its funder, not as an earn; its funder's
+part of the earn's reversal as earn points reversed, not as a reversal. Each event is counted once: the outbox delivery records its receipt in
+the same transaction as this upsert.
 """
 
 from __future__ import annotations
@@ -71,12 +73,17 @@ async def handle(conn: AsyncConnection, events: Sequence[Event]) -> None:
         if code == TransferCode.EARN:
             days[key].earns += 1
             days[key].points_issued += points
+        elif code == TransferCode.BONUS:  # a funder's share of another partner's earn
+            days[key].points_issued += points
         elif code == TransferCode.REDEEM:
             days[key].redemptions += 1
             days[key].points_redeemed += points
         elif code == TransferCode.REVERSAL:
-            days[key].reversals += 1
             original = original_codes.get(uuid.UUID(event.payload["reversal_of_id"]))
+            if original == TransferCode.BONUS:  # its funder's part of an earn's reversal
+                days[key].earn_points_reversed += points
+                continue
+            days[key].reversals += 1
             if original == TransferCode.EARN:
                 days[key].earn_points_reversed += points
             else:

@@ -9,6 +9,8 @@ from datetime import date, timedelta
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from core.caller import OPERATOR_PARTY
+
 
 @dataclass(frozen=True)
 class Day:
@@ -79,11 +81,12 @@ _DAYS = text(
     GROUP BY g.day ORDER BY g.day
     """
 )
+# The operator's own partners row (migration 0015) is no partner.
 _TOTALS = text(
-    """
+    f"""
     SELECT COALESCE(sum(points_issued - earn_points_reversed - points_redeemed
                         + redeem_points_reversed - points_expired), 0)::bigint AS outstanding,
-           (SELECT count(*) FROM partners) AS partners,
+           (SELECT count(*) FROM partners WHERE id <> '{OPERATOR_PARTY}'::uuid) AS partners,
            (SELECT count(*) FROM members) AS members
     FROM analytics_daily_activity
     """

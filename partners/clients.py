@@ -12,7 +12,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from core.caller import ALL_SCOPES, Scope
+from core.caller import ALL_SCOPES, OPERATOR_PARTY, Scope
 from core.errors import DomainError, ErrorCode
 
 _hasher = PasswordHasher()
@@ -82,7 +82,12 @@ async def create_client(
             ErrorCode.INVALID_INPUT, "name must be at most 200 characters, without NUL", ["name"]
         )
     if partner_id is not None:
-        exists = await conn.scalar(text("SELECT 1 FROM partners WHERE id = :p"), {"p": partner_id})
+        # The operator's own partners row (OPERATOR_PARTY, migration 0015) is no partner: an
+        # operator client is one without a partner.
+        exists = await conn.scalar(
+            text("SELECT 1 FROM partners WHERE id = :p AND id <> :operator"),
+            {"p": partner_id, "operator": OPERATOR_PARTY},
+        )
         if not exists:
             raise DomainError(ErrorCode.PARTNER_NOT_FOUND, "no such partner", ["partnerId"])
     client_id = "cl_" + secrets.token_urlsafe(12)

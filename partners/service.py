@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from core.caller import OPERATOR_PARTY
 from core.errors import DomainError, ErrorCode
 from db.ids import new_id
 from ledger.accounts import PARTNER_CODES, open_accounts
@@ -49,6 +50,10 @@ _PARTNER_COLUMNS = (
     "id, slug, name, accepts_redemption, pending_days, points_validity_days, created_at"
 )
 _CARD_COLUMNS = "id, partner_id, effective_from, earn_rate, issue_price, redeem_price"
+# The operator's own row (id OPERATOR_PARTY, slug `_operator`, migration 0015) exists so that
+# lots, debts and transfers of points the operator funds keep their foreign keys; it is never a
+# partner to anyone: every read here leaves it out.
+_NOT_OPERATOR = f"id <> '{OPERATOR_PARTY}'::uuid"
 
 
 def _check_rate(name: str, value: Decimal | None) -> None:
@@ -200,7 +205,7 @@ async def set_accepts_redemption(
     row = (
         await conn.execute(
             text(
-                "UPDATE partners SET accepts_redemption = :a WHERE id = :id"
+                f"UPDATE partners SET accepts_redemption = :a WHERE id = :id AND {_NOT_OPERATOR}"
                 f" RETURNING {_PARTNER_COLUMNS}"
             ),
             {"a": accepts, "id": partner_id},
@@ -240,7 +245,8 @@ async def rate_cards(conn: AsyncConnection, partner_id: uuid.UUID) -> list[RateC
 async def get_partner(conn: AsyncConnection, partner_id: uuid.UUID) -> PartnerRecord | None:
     row = (
         await conn.execute(
-            text(f"SELECT {_PARTNER_COLUMNS} FROM partners WHERE id = :id"), {"id": partner_id}
+            text(f"SELECT {_PARTNER_COLUMNS} FROM partners WHERE id = :id AND {_NOT_OPERATOR}"),
+            {"id": partner_id},
         )
     ).one_or_none()
     return PartnerRecord(**row._mapping) if row else None
@@ -249,7 +255,8 @@ async def get_partner(conn: AsyncConnection, partner_id: uuid.UUID) -> PartnerRe
 async def get_partner_by_slug(conn: AsyncConnection, slug: str) -> PartnerRecord | None:
     row = (
         await conn.execute(
-            text(f"SELECT {_PARTNER_COLUMNS} FROM partners WHERE slug = :s"), {"s": slug}
+            text(f"SELECT {_PARTNER_COLUMNS} FROM partners WHERE slug = :s AND {_NOT_OPERATOR}"),
+            {"s": slug},
         )
     ).one_or_none()
     return PartnerRecord(**row._mapping) if row else None
@@ -269,7 +276,8 @@ async def get_partners(
     conn: AsyncConnection, ids: list[uuid.UUID]
 ) -> dict[uuid.UUID, PartnerRecord]:
     rows = await conn.execute(
-        text(f"SELECT {_PARTNER_COLUMNS} FROM partners WHERE id = ANY(:ids)"), {"ids": ids}
+        text(f"SELECT {_PARTNER_COLUMNS} FROM partners WHERE id = ANY(:ids) AND {_NOT_OPERATOR}"),
+        {"ids": ids},
     )
     return {r.id: PartnerRecord(**r._mapping) for r in rows}
 
@@ -281,7 +289,7 @@ async def list_partners(
     rows = await conn.execute(
         text(
             f"SELECT {_PARTNER_COLUMNS} FROM partners"
-            " WHERE (CAST(:after AS uuid) IS NULL OR id > :after)"
+            f" WHERE {_NOT_OPERATOR} AND (CAST(:after AS uuid) IS NULL OR id > :after)"
             " AND (CAST(:only AS uuid) IS NULL OR id = :only) ORDER BY id LIMIT :limit"
         ),
         {"after": after, "only": only, "limit": limit},

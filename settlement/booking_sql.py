@@ -1,10 +1,17 @@
 """The obligation-booking SQL: the current definition of `settlement_book_obligations`.
 
 `BOOK_OBLIGATIONS_FUNCTION` is the function the ledger's posting hook (`ledger_posting_booked`)
-calls. Migrations 0004, 0006 and 0011 installed literal copies of earlier and current versions (they
-import nothing from here, so an old migration installs the same thing forever). This is the one
-canonical copy in code: changing the rules means changing it here *and* adding a migration that
-installs the new text; tests/db/test_function_drift.py compares it with the migrated database.
+calls. Migrations 0004, 0006, 0011 and 0015 installed literal copies of earlier and current
+versions (they import nothing from here, so an old migration installs the same thing forever).
+This is the one canonical copy in code: changing the rules means changing it here *and* adding a
+migration that installs the new text; tests/db/test_function_drift.py compares it with the
+migrated database.
+
+Funded bonus points (0015): a BONUS transfer (points of a purchase paid by another funder than
+the partner where it happened; `ledger.earn_sql`) is an issuance by its funder, `partner_id`:
+under ISSUANCE its funder owes the operator their issue price, as for an EARN, except when the
+funder is the operator itself (`OPERATOR_PARTY`: nothing to owe oneself); under REDEMPTION it
+owes nothing at booking, and its lot's consumptions settle as any other issuer's.
 """
 
 from core.caller import OPERATOR_PARTY
@@ -49,7 +56,8 @@ BOOK_OBLIGATIONS = f"""
           AND effective_from <= COALESCE(b.occurred_at, b.created_at)
           ORDER BY effective_from DESC LIMIT 1) card
       WHERE b.funding_model = 'ISSUANCE'
-        AND (b.code = 'EARN' OR (b.code = 'ADJUSTMENT' AND b.metadata_ ? 'funded_by'))
+        AND (b.code = 'EARN' OR (b.code = 'BONUS' AND b.partner_id <> '{OPERATOR_PARTY}'::uuid)
+             OR (b.code = 'ADJUSTMENT' AND b.metadata_ ? 'funded_by'))
       UNION ALL
       SELECT b.id, NULL, '{OPERATOR_PARTY}'::uuid, b.partner_id, 'REDEMPTION', b.points, card.redeem_price, 0
       FROM booked b CROSS JOIN LATERAL (
@@ -94,13 +102,14 @@ BOOK_OBLIGATIONS = f"""
     WHERE f.points > 0
     """
 
-# True when the posting's transfers can book nothing: every one is an EARN while the
+# True when the posting's transfers can book nothing: every one is an EARN or a BONUS while the
 # REDEMPTION model is in force (an earn owes something only under ISSUANCE). Most postings
 # are such earns, and running BOOK_OBLIGATIONS for them cost ~0.5 ms of CPU for no row.
 NOTHING_TO_BOOK = f"""
     NOT EXISTS (
       SELECT 1 FROM transfers t CROSS JOIN LATERAL ({TERMS_AT.format(at="t.created_at")}) terms
-      WHERE t.id = ANY(p_ids) AND (t.code <> 'EARN' OR terms.funding_model <> 'REDEMPTION'))
+      WHERE t.id = ANY(p_ids)
+        AND (t.code NOT IN ('EARN', 'BONUS') OR terms.funding_model <> 'REDEMPTION'))
     """
 
 

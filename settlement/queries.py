@@ -44,7 +44,11 @@ def positions_sql(lines: str) -> str:
 
 
 def period_transfers_sql(columns: str) -> str:
-    """The period's transfers, through the (partner_id, created_at) index of each partner."""
+    """The period's transfers, through the (partner_id, created_at) index of each partner.
+
+    `partners` includes the operator's own row (OPERATOR_PARTY, migration 0015), so the
+    transfers of points the operator funds (its BONUS transfers, their reversals, debts owed to
+    it) are the period's too."""
     return f"""
     SELECT {columns} FROM partners p CROSS JOIN LATERAL (
       SELECT * FROM transfers t WHERE t.partner_id = p.id
@@ -55,6 +59,8 @@ def period_transfers_sql(columns: str) -> str:
 def statement_sql(lines: str) -> str:
     """Per party: points figures from the period's transfers and consumptions, money from lines.
 
+    Issued points are the party's EARN and BONUS transfers (a BONUS: its share of a purchase at
+    another partner that it funds), earn reversals the reversals of either.
     Redeemed figures count REDEEM, CLAWBACK and DEBT_REPAYMENT consumptions net of RESTORE
     (a clawback or a debt repayment is economically the issuer's points used at the other
     partner). Breakage is EXPIRY consumptions net of breakage reversals. Fees are clearing
@@ -67,9 +73,9 @@ def statement_sql(lines: str) -> str:
       FROM pt JOIN consumptions c ON c.transfer_id = pt.id
     ), facts AS (
       SELECT pt.partner_id AS party,
-             CASE WHEN pt.code = 'EARN' THEN pt.points ELSE 0 END AS issued,
-             CASE WHEN pt.code = 'REVERSAL' AND o.code = 'EARN' THEN pt.points ELSE 0 END
-               AS earn_rev,
+             CASE WHEN pt.code IN ('EARN', 'BONUS') THEN pt.points ELSE 0 END AS issued,
+             CASE WHEN pt.code = 'REVERSAL' AND o.code IN ('EARN', 'BONUS') THEN pt.points
+                  ELSE 0 END AS earn_rev,
              CASE WHEN pt.code = 'REVERSAL' AND o.code = 'REDEEM' THEN pt.points ELSE 0 END
                AS redemption_rev,
              0 AS own_here, 0 AS elsewhere, 0 AS others_here,

@@ -6,9 +6,12 @@ booking hook: base obligations are recomputed for the period's transfers AND for
 originals of its reversals (from consumptions, rate cards and the terms in force then),
 and a reversal's share is the window-cumulative part of each original obligation reversed
 so far. They are compared with the booked ones per (transfer, issuer, debtor, creditor,
-kind). For a closed period it also checks that gross lines equal the obligations, positions
-equal the lines and sum to zero, every party's instructions add up to its net, and there are
-at most N − 1 instructions for N parties with a non-zero position.
+kind). A BONUS transfer (a funder's share of a purchase at another partner) is an issuance by
+its funder: under ISSUANCE the funder owes its issue price, unless the funder is the operator
+(OPERATOR_PARTY, which would owe itself). For a closed period it also checks that gross lines
+equal the obligations, positions equal the lines and sum to zero, every party's instructions
+add up to its net, and there are at most N − 1 instructions for N parties with a non-zero
+position.
 
 Rounding is independent too: the SQL returns each expected amount exactly (points × unit
 price × 10^exponent, as numeric) and Python rounds it half to even to minor units with
@@ -89,7 +92,8 @@ reversals AS (
             ORDER BY effective_from DESC LIMIT 1),
          s.scale
   FROM subjects s WHERE s.funding_model = 'ISSUANCE'
-    AND (s.code = 'EARN' OR (s.code = 'ADJUSTMENT' AND s.metadata_ ? 'funded_by'))
+    AND (s.code = 'EARN' OR (s.code = 'BONUS' AND s.partner_id <> :operator)
+         OR (s.code = 'ADJUSTMENT' AND s.metadata_ ? 'funded_by'))
   UNION ALL
   SELECT s.id, NULL, :operator, s.partner_id, 'REDEMPTION', s.points,
          (SELECT redeem_price FROM rate_cards WHERE partner_id = s.partner_id

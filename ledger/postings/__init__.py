@@ -14,7 +14,7 @@ from ledger.postings.adjustment import adjust, credit_member, debit_member
 from ledger.postings.base import Posting, TransferCode, consume, posting, spendable, wallet
 from ledger.postings.expiry import expire_member
 from ledger.postings.holds import capture, hold, void
-from ledger.postings.reverse import OriginalTransfer, reverse
+from ledger.postings.reverse import OriginalTransfer, reversal_points, reverse
 
 __all__ = [
     "OriginalTransfer",
@@ -28,6 +28,7 @@ __all__ = [
     "expire_member",
     "hold",
     "posting",
+    "reversal_points",
     "reverse",
     "spendable",
     "void",

@@ -30,6 +30,10 @@ class TransferCode:
     DEBT = "DEBT"  # the part of an earn reversal the member could not cover
     DEBT_REPAYMENT = "DEBT_REPAYMENT"
     BREAKAGE_REVERSAL = "BREAKAGE_REVERSAL"  # reversing an earn whose points had expired
+    # Points of a purchase paid by another funder than the partner where it happened (a
+    # partner, or the operator): from the funder's issuance account, with a lot it issued;
+    # `parent_id` names the purchase's head transfer (`ledger.earn_sql`).
+    BONUS = "BONUS"
 
 
 @dataclass
@@ -54,6 +58,7 @@ class Posting:
         amount: Decimal | None = None,
         occurred_at: datetime | None = None,
         metadata: dict[str, Any] | None = None,
+        parent_id: uuid.UUID | None = None,
     ) -> uuid.UUID:
         transfer_id = new_id()
         await self.conn.execute(
@@ -72,6 +77,7 @@ class Posting:
                 "amount": amount,
                 "occurred_at": occurred_at,
                 "metadata": metadata or {},
+                "parent": parent_id,
             },
         )
         self.booked.append(transfer_id)
@@ -81,9 +87,9 @@ class Posting:
 _INSERT_TRANSFER = text(
     "INSERT INTO transfers (id, code, debit_account_id, credit_account_id, points, member_id,"
     " partner_id, client_id, reference, reversal_of_id, amount, metadata_, occurred_at,"
-    " created_at) VALUES (:id, :code, :debit, :credit, :points, :member, :partner, :client,"
-    " :reference, :reversal_of, :amount, :metadata, COALESCE(:occurred_at, clock_timestamp()),"
-    " clock_timestamp())"
+    " created_at, parent_id) VALUES (:id, :code, :debit, :credit, :points, :member, :partner,"
+    " :client, :reference, :reversal_of, :amount, :metadata,"
+    " COALESCE(:occurred_at, clock_timestamp()), clock_timestamp(), :parent)"
 ).bindparams(bindparam("metadata", type_=JSONB))
 
 

@@ -16,9 +16,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ledger import bulk
 from ledger.earn_sql import BOOK_EARN
 from ledger.events import POSTING_BEGIN, POSTING_BOOKED
-from ledger.outbox import OUTBOX_TRANSFERS_BOOKED
+from ledger.outbox import OUTBOX_TRANSFERS_BOOKED, TRANSFER_BOOKED_VALUES
 from ledger.redeem_sql import BOOK_REDEEM
 from settlement.booking import PERIOD_LOCK
 from settlement.booking_sql import BOOK_OBLIGATIONS_FUNCTION
@@ -69,6 +70,32 @@ async def test_the_installed_function_is_the_codes(engine: AsyncEngine, name: st
     assert sorted(row[2] or []) == sorted(settings)
 
 
+async def test_each_function_has_one_signature(engine: AsyncEngine) -> None:
+    """A new argument makes a new function: its migration drops the old signature. Two
+    `ledger_posting_booked`s would make the SQL postings' one-argument call ambiguous."""
+    async with engine.connect() as conn:
+        overloaded = (
+            await conn.execute(
+                text(
+                    "SELECT p.proname, array_agg(p.oid::regprocedure::text) FROM pg_proc p"
+                    " JOIN pg_namespace n ON n.oid = p.pronamespace"
+                    " WHERE n.nspname = current_schema() AND p.proname = ANY(:names)"
+                    " GROUP BY p.proname HAVING count(*) > 1"
+                ),
+                {"names": sorted(CANONICAL)},
+            )
+        ).all()
+    assert overloaded == []
+
+
+def test_the_batch_writes_the_event_the_hook_writes() -> None:
+    """A batch chunk writes its `transfer.booked` events itself (`ledger_posting_booked` with
+    `p_events_written` skips them), from the one definition the hook's subscriber uses."""
+    assert TRANSFER_BOOKED_VALUES in OUTBOX_TRANSFERS_BOOKED
+    assert TRANSFER_BOOKED_VALUES in bulk._BOOK.text
+    assert "p_events_written" in POSTING_BOOKED
+
+
 def test_the_hook_takes_settlements_period_lock() -> None:
     assert f"pg_advisory_xact_lock_shared({PERIOD_LOCK})" in POSTING_BEGIN
 
@@ -84,3 +111,21 @@ def test_migrations_import_no_domain_code() -> None:
             else:
                 continue
             assert roots <= allowed, f"{path.name} imports {roots - allowed}"
+
+
+async def test_the_operator_accounts_of_0015_are_the_ledgers(engine: AsyncEngine) -> None:
+    """Migration 0015 opens the operator's partner accounts (issuance, redemption, breakage)
+    under literal ids: they must be the ones `ledger.accounts.account_id` derives for the
+    operator party, which the postings use."""
+    from core.caller import OPERATOR_PARTY
+    from ledger.accounts import PARTNER_CODES, account_id
+
+    expected = {(account_id(code, OPERATOR_PARTY), str(code)) for code in PARTNER_CODES}
+    source = (MIGRATIONS / "0015_funded_bonus.py").read_text()
+    for id_, code in expected:
+        assert f'("{id_}", "{code}")' in source
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT id, code FROM accounts WHERE owner_id = :o"), {"o": OPERATOR_PARTY}
+        )
+        assert expected <= {(r.id, r.code) for r in rows}
