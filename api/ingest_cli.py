@@ -1,8 +1,14 @@
 """`coalition ingest`: a partner's file of purchases booked through the batch earn.
 
 The file is CSV with the header `phone,partner_ref,amount,reference,occurred_at,idempotency_key`
-(any column order; one of phone and partner_ref per row; occurred_at ISO 8601 with a time
-zone, or empty for "now"). The whole file is parsed before anything is booked: a line that
+and, optionally, `store_id`, `channel` and `lines` (any column order; one of phone and
+partner_ref per row; occurred_at ISO 8601 with a time zone, or empty for "now"; store_id and
+channel empty for none). `lines` holds the receipt's lines as a JSON array of objects
+`{"sku": "A-1", "category": "coffee", "quantity": "2", "amount": "3.50"}` (`category` and
+`quantity` optional, quantity 1 by default; numbers as JSON strings or plain JSON numbers,
+written as the API's `Decimal`), empty for none; they must add up to the row's amount. A
+`lines` cell that is not such an array rejects its row (INVALID_LINES, nothing booked for it),
+as do lines the earn refuses. The whole file is parsed before anything is booked: a line that
 cannot be read (wrong number of fields, an amount that is not a decimal written exactly as the
 API's `Decimal`, such as "149.90", or a time that is not one) rejects the file with its line
 number, and nothing changes. Readable rows are then booked in chunks, one
@@ -19,12 +25,14 @@ from __future__ import annotations
 import asyncio
 import csv
 import gc
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -39,8 +47,11 @@ from members.service import MemberRef
 from partners.clients import load_client
 from partners.service import require_partner_by_slug
 from points.batch import BatchOutcome, EarnRow, RowRejection, earn_points_batch
+from points.rules.model import PurchaseLine
 
 COLUMNS = ("phone", "partner_ref", "amount", "reference", "occurred_at", "idempotency_key")
+OPTIONAL_COLUMNS = ("store_id", "channel", "lines")
+LINE_KEYS = frozenset({"sku", "category", "quantity", "amount"})
 DEFAULT_CHUNK = 10_000
 MAX_ATTEMPTS = 4
 RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock, serialization failure: run it again
@@ -62,12 +73,83 @@ class MalformedFile(Exception):
 class ParsedFile:
     rows: list[EarnRow]
     lines: list[int]  # the file line of each row (the header is line 1)
+    # Rows refused while reading (a `lines` cell that is not a list of lines): (file line, why).
+    refused: list[tuple[int, RowRejection]] = field(default_factory=list)
+
+
+class BadLines(ValueError):
+    """A `lines` cell that is not a JSON array of receipt lines."""
+
+    def __init__(self, message: str, *path: str) -> None:
+        super().__init__(message)
+        self.path = ["lines", *path]
+
+
+def _json_number(literal: str) -> Decimal:
+    try:
+        return parse_decimal(literal)
+    except InvalidDecimal:
+        raise BadLines(f"{literal!r} is not a number written like {EXAMPLE}") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise BadLines(f"{name} is not a number")
+
+
+def _number(value: object, *path: str) -> Decimal:
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, str):
+        try:
+            return parse_decimal(value)
+        except InvalidDecimal:
+            raise BadLines(f"{value!r:.40} is not a number written like {EXAMPLE}", *path) from None
+    raise BadLines(f"a number written like {EXAMPLE} is expected", *path)
+
+
+def parse_lines(cell: str) -> tuple[PurchaseLine, ...]:
+    """A `lines` cell as receipt lines (empty: none), or BadLines. What the lines say (sums,
+    lengths, decimals) is checked by the earn, as for earnPoints."""
+    if not cell.strip():
+        return ()
+    try:
+        data = json.loads(
+            cell,
+            parse_float=_json_number,
+            parse_int=_json_number,
+            parse_constant=_refuse_constant,
+        )
+    except BadLines:
+        raise
+    except ValueError as exc:
+        raise BadLines(f"lines is not JSON: {exc}") from None
+    if not isinstance(data, list):
+        raise BadLines("lines must be a JSON array of {sku, category, quantity, amount}")
+    found = []
+    for n, item in enumerate(data):
+        at = str(n)
+        if not isinstance(item, dict):
+            raise BadLines("a line is a JSON object {sku, category, quantity, amount}", at)
+        unknown = sorted(item.keys() - LINE_KEYS)
+        if unknown:
+            raise BadLines(f"a line has no field {unknown[0]!r}", at, unknown[0])
+        sku, category = item.get("sku"), item.get("category")
+        if not isinstance(sku, str):
+            raise BadLines("sku is required, as a string", at, "sku")
+        if category is not None and not isinstance(category, str):
+            raise BadLines("category must be a string", at, "category")
+        if "amount" not in item:
+            raise BadLines("amount is required", at, "amount")
+        quantity = _number(item.get("quantity", "1"), at, "quantity")
+        found.append(PurchaseLine(sku, category, quantity, _number(item["amount"], at, "amount")))
+    return tuple(found)
 
 
 def parse_file(path: Path) -> ParsedFile:
     """Every row of the file, or MalformedFile for the first line that cannot be read."""
     rows: list[EarnRow] = []
     lines: list[int] = []
+    refused: list[tuple[int, RowRejection]] = []
     refs: dict[tuple[str | None, str | None], MemberRef] = {}
     try:
         with path.open(encoding="utf-8-sig", newline="") as handle:
@@ -76,14 +158,21 @@ def parse_file(path: Path) -> ParsedFile:
             if header is None:
                 raise MalformedFile(1, "the file is empty (a header line is expected)")
             names = [h.strip().lower() for h in header]
-            if sorted(names) != sorted(COLUMNS):
+            if not set(COLUMNS) <= set(names) <= set(COLUMNS + OPTIONAL_COLUMNS) or len(
+                set(names)
+            ) != len(names):
                 raise MalformedFile(
-                    1, f"the header must name the columns {','.join(COLUMNS)} (got {header})"
+                    1,
+                    f"the header must name the columns {','.join(COLUMNS)}, and may name"
+                    f" {','.join(OPTIONAL_COLUMNS)} (got {header})",
                 )
-            at = {name: names.index(name) for name in COLUMNS}
+            at = {name: names.index(name) for name in names}
             i_phone, i_ref, i_amount = at["phone"], at["partner_ref"], at["amount"]
             i_reference, i_time, i_key = at["reference"], at["occurred_at"], at["idempotency_key"]
-            width = len(COLUMNS)
+            i_store, i_channel = at.get("store_id"), at.get("channel")
+            i_lines = at.get("lines")
+            extras = i_store is not None or i_channel is not None or i_lines is not None
+            width = len(names)
             for fields in reader:
                 if not fields:
                     continue  # a blank line
@@ -115,13 +204,38 @@ def parse_file(path: Path) -> ParsedFile:
                     ref = refs[(phone, partner_ref)] = MemberRef(
                         phone=phone, partner_ref=partner_ref
                     )
-                rows.append(EarnRow(ref, amount, fields[i_reference], fields[i_key], occurred_at))
+                if not extras:
+                    rows.append(
+                        EarnRow(ref, amount, fields[i_reference], fields[i_key], occurred_at)
+                    )
+                    lines.append(line)
+                    continue
+                try:
+                    receipt = () if i_lines is None else parse_lines(fields[i_lines])
+                except BadLines as bad:
+                    ordinal = len(rows) + len(refused)
+                    refused.append(
+                        (line, RowRejection(ordinal, ErrorCode.INVALID_LINES, str(bad), bad.path))
+                    )
+                    continue
+                rows.append(
+                    EarnRow(
+                        ref,
+                        amount,
+                        fields[i_reference],
+                        fields[i_key],
+                        occurred_at,
+                        receipt,
+                        (fields[i_store] or None) if i_store is not None else None,
+                        (fields[i_channel] or None) if i_channel is not None else None,
+                    )
+                )
                 lines.append(line)
     except csv.Error as exc:
         raise MalformedFile(reader.line_num, f"not CSV: {exc}") from exc
     except UnicodeDecodeError as exc:
         raise MalformedFile(len(lines) + 2, f"not UTF-8 text: {exc.reason}") from exc
-    return ParsedFile(rows, lines)
+    return ParsedFile(rows, lines, refused)
 
 
 @dataclass
@@ -180,7 +294,8 @@ async def import_rows(
     """
     if chunk < 1 or jobs < 1:
         raise ValueError("chunk and jobs must be positive")
-    report = ImportReport(rows=len(parsed.rows))
+    report = ImportReport(rows=len(parsed.rows) + len(parsed.refused))
+    report.rejected += parsed.refused
     lanes: list[list[int]] = [[] for _ in range(jobs)]
     for i, row in enumerate(parsed.rows):
         ref = row.member

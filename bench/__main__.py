@@ -52,6 +52,8 @@ def report_load(results: list[Figures], connections: int) -> None:
     earn = _by_prefix(results, "2 ")
     hot = _by_prefix(results, "3 ")
     replay = _by_prefix(results, "6 ")
+    engine = _by_prefix(results, "7 ")
+    quote = _by_prefix(results, "8 ")
     ratios = Table(title="Targets")
     for column in ("target", "measured", "met"):
         ratios.add_column(column)
@@ -60,6 +62,8 @@ def report_load(results: list[Figures], connections: int) -> None:
         ("earn p99 ≤ 50 ms", earn.p99_ms, earn.p99_ms <= 50),
         ("hot issuer ≥ 0.9 × spread", hot.rps / earn.rps, hot.rps / earn.rps >= 0.9),
         ("replay ≥ 3 × new earns", replay.rps / earn.rps, replay.rps / earn.rps >= 3),
+        ("earn with campaigns ≥ 0.8 × plain", engine.rps / earn.rps, engine.rps / earn.rps >= 0.8),
+        ("quoteEarn ≥ 1 × plain earns", quote.rps / earn.rps, quote.rps / earn.rps >= 1),
     ]
     for name, value, met in checks:
         ratios.add_row(name, f"{value:.2f}", "yes" if met else "NO")
@@ -112,7 +116,7 @@ def report_limits(results: list[Any], args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     sub = parser.add_subparsers(dest="command", required=True)
-    load = sub.add_parser("load", help="HTTP scenarios 1-6 against `coalition serve`")
+    load = sub.add_parser("load", help="HTTP scenarios 1-8 against `coalition serve`")
     load.add_argument("--workers", type=int, default=2)
     load.add_argument("--connections", type=int, default=32)
     load.add_argument("--seconds", type=int, default=10)

@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import psutil
 
+from bench import campaigns
 from bench.setup import BENCH_DATA, OUT, bench_database_url, process_cpu_seconds, seed
 from db.engine import create_engine
 from db.migrate import upgrade
@@ -231,6 +232,16 @@ def figures(name: str, process: subprocess.Popen[str]) -> Figures:
     )
 
 
+async def _install_campaigns(url: str, partners: list[Any]) -> None:
+    """Scenarios 7 and 8 run with 20 live campaigns and a tier policy (installed after the
+    plain scenarios, which the server notices through the catalog's revision)."""
+    engine = create_engine(url, pool_size=1)
+    try:
+        await campaigns.install(engine, partners)
+    finally:
+        await engine.dispose()
+
+
 def run_load(*, workers: int, connections: int, seconds: int, members: int) -> list[Figures]:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install wrk")
@@ -285,6 +296,9 @@ def run_load(*, workers: int, connections: int, seconds: int, members: int) -> l
             ("5 (the earns meanwhile)", beside("earn.lua")),
         )
         results += measured(("6 idempotent replays", lambda: run("replay.lua")))
+        asyncio.run(_install_campaigns(url, seeded.partners))
+        results += measured(("7 earn, 20 campaigns + tiers", lambda: run("earn.lua")))
+        results += measured(("8 quoteEarn, 20 campaigns", lambda: run("quote.lua")))
     finally:
         stop_server(server)
     return results

@@ -15,6 +15,12 @@ consumptions, which are written after its transfers, and one posting inserts tra
 several statements (an earn and its debt repayments), so a trigger on `transfers` (row- or
 statement-level, with transition tables) would run too early and once per statement; the hook
 runs once per posting, after its last row, as one call with a cached plan.
+
+`ledger_posting_booked(ids, p_events_written => true)` is for a caller that has written the
+outbox's `transfer.booked` events of `ids` itself: a batch chunk, which writes them from the
+rows it inserts, in the same statement (`ledger.bulk`), rather than have the hook read 10,000
+transfers back by id. Every other subscriber runs as usual. The SQL-function postings call the
+hook with one argument (the flag defaults to false), so they need no change when it changes.
 """
 
 from __future__ import annotations
@@ -34,24 +40,33 @@ POSTING_BEGIN = """
         END $fn$
         """
 
-# Subscribers, in order: settlement's obligations (0004), the outbox's events (0007).
+# Subscribers, in order: settlement's obligations (0004), the outbox's events (0007; skipped
+# for a caller that wrote them, 0012).
 POSTING_BOOKED = """
-CREATE OR REPLACE FUNCTION ledger_posting_booked(p_ids uuid[]) RETURNS void
+CREATE OR REPLACE FUNCTION ledger_posting_booked(
+  p_ids uuid[], p_events_written boolean DEFAULT false
+) RETURNS void
 LANGUAGE plpgsql AS $fn$
 BEGIN
   PERFORM settlement_book_obligations(p_ids);
-  PERFORM outbox_transfers_booked(p_ids);
+  IF NOT p_events_written THEN
+    PERFORM outbox_transfers_booked(p_ids);
+  END IF;
 END $fn$
 """
 
 _BEGIN = text("SELECT ledger_posting_begin()")
-_BOOKED = text("SELECT ledger_posting_booked(CAST(:ids AS uuid[]))")
+_BOOKED = text("SELECT ledger_posting_booked(CAST(:ids AS uuid[]), CAST(:written AS boolean))")
 
 
 async def begin(conn: AsyncConnection) -> None:
     await conn.execute(_BEGIN)
 
 
-async def booked(conn: AsyncConnection, transfer_ids: Sequence[uuid.UUID]) -> None:
+async def booked(
+    conn: AsyncConnection, transfer_ids: Sequence[uuid.UUID], *, events_written: bool = False
+) -> None:
+    """Run the subscribers for `transfer_ids`; `events_written` when the caller has written
+    their `transfer.booked` events itself (`ledger.outbox.TRANSFER_BOOKED_VALUES`)."""
     if transfer_ids:
-        await conn.execute(_BOOKED, {"ids": list(transfer_ids)})
+        await conn.execute(_BOOKED, {"ids": list(transfer_ids), "written": events_written})

@@ -65,7 +65,11 @@ class Context:
         async def batch(ids: list[uuid.UUID]) -> list[queries.TransferRecord | None]:
             async with self.read() as conn:
                 found = await queries.transfers_by_id(conn, ids)
-            visible = {k: v for k, v in found.items() if self.caller.can_see_partner(v.partner_id)}
+            visible = {
+                k: v
+                for k, v in found.items()
+                if self.caller.can_see_partner(v.booked_by_partner_id)
+            }
             return [visible.get(i) for i in ids]
 
         return self._loader("transfers", batch)

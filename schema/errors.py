@@ -62,6 +62,33 @@ ErrorCode = described_enum(
         " record is malformed); nothing was stored.",
         "BREAK_NOT_FOUND": "No reconciliation break has this id.",
         "BREAK_ALREADY_RESOLVED": "The reconciliation break was already resolved.",
+        "INVALID_LINES": "The purchase's lines cannot be priced: a line without a sku, a"
+        " quantity or amount out of range, or lines that do not add up to the amount exactly"
+        " (`field` names the line). Nothing was booked.",
+        # Campaigns.
+        "CAMPAIGN_NOT_FOUND": "No campaign has this id among those the caller may see (a"
+        " partner's client sees only its own partner's campaigns).",
+        "CAMPAIGN_NOT_EDITABLE": "The campaign's status does not allow this change: an ENDED"
+        " or ARCHIVED campaign is not edited, only a DRAFT or PAUSED one is resumed, only an"
+        " ACTIVE or PAUSED one is ended, only a DRAFT or ENDED one is archived.",
+        "INVALID_CONDITION": "The campaign's condition is not a CEL expression that compiles"
+        " to a boolean; the message is the compiler's.",
+        "INVALID_EFFECT": "The campaign's effect gives nothing or is out of range: a multiplier"
+        " below 1, negative bonus points or points per unit, more decimals than allowed, or"
+        " no multiplier above 1, bonus points or points per unit at all.",
+        "INVALID_FUNDING": "The funding shares do not add up to exactly 1, a share is not above"
+        " 0 and at most 1, a funder is named twice, or a funder is not a partner.",
+        "INVALID_SCHEDULE": "The campaign's end is not after its start (or is already past"
+        " when the campaign is created).",
+        "PARTNER_NOT_ALLOWED": "A partner's client named another partner (or the operator)"
+        " where its campaign applies or as a funder: a partner's campaign applies only at"
+        " that partner and is funded only by it.",
+        # Coalition tiers.
+        "INVALID_TIER_POLICY": "The tier policy is out of range: a tier code empty, too long,"
+        " not letters, digits, `_` or `-`, or named twice; a name empty or too long; more than"
+        " 20 tiers; thresholds not strictly ascending from 0 or more; a multiplier below 1,"
+        " above 10 or with more than 6 decimals; windowDays outside 1 to 1096 or graceDays"
+        " outside 0 to 1096. `field` names the value.",
     },
 )
 

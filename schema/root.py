@@ -19,6 +19,7 @@ from strawberry.tools import merge_types
 
 from schema.analysis import shape_limits
 from schema.audit import AuditEntry, AuditQueries
+from schema.campaigns.api import CampaignMutations, CampaignQueries
 from schema.cost import CostLimit, CostLimiter
 from schema.error_codes import CodeEveryError
 from schema.error_log import CoalitionSchema
@@ -36,13 +37,23 @@ from schema.points.types import Hold, Transfer
 from schema.scalars import SCALAR_OVERRIDES
 from schema.settlement.api import SettlementMutations, SettlementQueries
 from schema.settlement.types import SettlementPeriod
+from schema.tiers.api import TierMutations, TierQueries
 from schema.viewer import ViewerQueries
 
 SDL_PATH = Path(__file__).with_name("schema.graphql")
 
 Query = merge_types(
     "Query",
-    (ViewerQueries, MemberQueries, PointsQueries, PartnerQueries, SettlementQueries, AuditQueries),
+    (
+        ViewerQueries,
+        MemberQueries,
+        PointsQueries,
+        PartnerQueries,
+        SettlementQueries,
+        AuditQueries,
+        CampaignQueries,
+        TierQueries,
+    ),
 )
 Mutation = merge_types(
     "Mutation",
@@ -53,6 +64,8 @@ Mutation = merge_types(
         AdjustmentMutations,
         PartnerMutations,
         SettlementMutations,
+        CampaignMutations,
+        TierMutations,
     ),
 )
 # merge_types takes no description.

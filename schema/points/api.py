@@ -19,6 +19,7 @@ from schema.members.inputs import MemberRef
 from schema.members.types import Member
 from schema.mutation import Request, in_transaction
 from schema.permissions import requires
+from schema.points.purchase import PurchaseLineInput, lines_of
 from schema.points.types import EarnExplanationLine, Hold, Transfer
 from schema.relay import from_global_id
 
@@ -62,13 +63,28 @@ class EarnPointsInput:
         description="When the purchase happened (default now): not in the future, and not so"
         " old that its points would already have expired. Prices in force then apply.",
     )
+    lines: list[PurchaseLineInput] | None = strawberry.field(
+        default=None,
+        description="The receipt's lines (at most 500), for campaigns that price categories or"
+        " skus; they must add up to `amount` exactly.",
+    )
+    store_id: str | None = strawberry.field(
+        default=None,
+        description="The partner's own store id, for campaigns aimed at stores (1 to 100"
+        " characters).",
+    )
+    channel: str | None = strawberry.field(
+        default=None,
+        description="Where the purchase was made, as campaigns name it (`online`, `store`,"
+        " `app`; 1 to 100 characters).",
+    )
 
 
 @strawberry.type(description="The result of earnPoints.")
 class EarnPointsPayload:
     points: int = strawberry.field(
-        description="Points given: floor(amount × earnRate) by the rate card in force (0 when"
-        " refused)."
+        description="Points given: the base rate (floor(amount × earnRate) by the rate card in"
+        " force), the member's tier and the campaigns that applied (0 when refused)."
     )
     explanation: list[EarnExplanationLine] = strawberry.field(
         description="Why that many points, one line per rule."
@@ -226,8 +242,77 @@ def _errors(result: Any) -> list[UserError]:
     return [UserError.of(result)] if isinstance(result, DomainError) else []
 
 
+@strawberry.input(
+    description="A purchase to price as earnPoints would, with nothing booked (no reference or"
+    " key: a quote changes nothing)."
+)
+class QuoteEarnInput:
+    member: MemberRef = strawberry.field(
+        description="The member, by exactly one of id, phone and partnerRef."
+    )
+    amount: Decimal = strawberry.field(
+        description='Purchase amount in currency units ("1499.90"), as for earnPoints.'
+    )
+    occurred_at: datetime | None = strawberry.field(
+        default=None, description="When the purchase happens (default now)."
+    )
+    lines: list[PurchaseLineInput] | None = strawberry.field(
+        default=None, description="The receipt's lines, as for earnPoints."
+    )
+    store_id: str | None = strawberry.field(
+        default=None, description="The partner's own store id, as for earnPoints."
+    )
+    channel: str | None = strawberry.field(
+        default=None, description="Where the purchase is made, as for earnPoints."
+    )
+
+
+@strawberry.type(description="What earnPoints would give for a purchase now (nothing booked).")
+class EarnQuote:
+    points: int = strawberry.field(description="Points the purchase would earn (0 when refused).")
+    explanation: list[EarnExplanationLine] = strawberry.field(
+        description="Why that many points, one line per rule, with who would pay each."
+    )
+    errors: list[UserError] = strawberry.field(
+        description="Why the purchase cannot be priced (the errors earnPoints would give)."
+    )
+
+
 @strawberry.type
 class PointsQueries:
+    @strawberry.field(
+        description="Price a purchase at the calling partner with the same engine as"
+        " earnPoints (base rate, tier, campaigns, caps and budgets as they stand now) and book"
+        " nothing: what a till shows before payment. A campaign whose budget runs out between"
+        " the quote and the earn gives what is left at the earn.",
+        extensions=requires("quoteEarn", Scope.POINTS_EARN),
+    )
+    async def quote_earn(
+        self,
+        info: Info,
+        input: Annotated[QuoteEarnInput, strawberry.argument(description="The purchase to price.")],
+    ) -> EarnQuote:
+        partner_id = info.context.caller.partner_id
+        try:
+            async with info.context.read() as conn:
+                quote = await ops.quote_earn(
+                    conn,
+                    info.context.caller,
+                    member=input.member.to_domain(),
+                    amount=input.amount,
+                    occurred_at=input.occurred_at,
+                    lines=lines_of(input.lines),
+                    store_id=input.store_id,
+                    channel=input.channel,
+                )
+        except DomainError as exc:
+            return EarnQuote(points=0, explanation=[], errors=[UserError.of(exc)])
+        return EarnQuote(
+            points=quote.points,
+            explanation=[EarnExplanationLine.of(line, partner_id) for line in quote.lines],
+            errors=[],
+        )
+
     @strawberry.field(
         description="A transfer booked at the calling partner (any, for the operator).",
         extensions=requires("transfer", Scope.MEMBERS_READ),
@@ -261,6 +346,9 @@ class PointsMutations:
                 reference=input.reference,
                 occurred_at=input.occurred_at,
                 idempotency_key=input.idempotency_key,
+                lines=lines_of(input.lines),
+                store_id=input.store_id,
+                channel=input.channel,
             )
 
         result = await in_transaction(info, work, autocommit=True)
@@ -270,7 +358,10 @@ class PointsMutations:
             info.context.transfers.prime(result.transfer.id, result.transfer)
         return EarnPointsPayload(
             points=result.points,
-            explanation=[EarnExplanationLine(**line) for line in result.lines],
+            explanation=[
+                EarnExplanationLine.of(line, info.context.caller.partner_id)
+                for line in result.lines
+            ],
             errors=[],
             transfer_id=result.transfer_id,
             member_id=result.member_id,

@@ -17,6 +17,7 @@ from schema.errors import ErrorCode, UserError
 from schema.members.inputs import MemberRef
 from schema.mutation import Request, in_transaction
 from schema.permissions import requires
+from schema.points.purchase import PurchaseLineInput, lines_of
 from schema.relay import to_global_id
 
 MAX_ROWS = 5_000
@@ -38,7 +39,19 @@ class EarnRowInput:
         " booked the same purchase is replayed (listed in replayedRows), not booked again."
     )
     occurred_at: datetime | None = strawberry.field(
-        default=None, description="When the purchase happened (default now)."
+        default=None,
+        description="When the purchase happened (default now). Prices in force then apply.",
+    )
+    lines: list[PurchaseLineInput] | None = strawberry.field(
+        default=None,
+        description="The receipt's lines (at most 500), as for earnPoints; they must add up to"
+        " `amount` exactly (INVALID_LINES rejects the row).",
+    )
+    store_id: str | None = strawberry.field(
+        default=None, description="The partner's own store id, as for earnPoints."
+    )
+    channel: str | None = strawberry.field(
+        default=None, description="Where the purchase was made, as for earnPoints."
     )
 
 
@@ -77,7 +90,10 @@ class EarnPointsBatchPayload:
     booked: int = strawberry.field(description="Rows booked by this call.")
     replayed: int = strawberry.field(description="Rows whose key had already booked them.")
     rejected: int = strawberry.field(description="Rows not booked (see rejectedRows).")
-    transfers: int = strawberry.field(description="EARN transfers booked (0-point rows book none).")
+    transfers: int = strawberry.field(
+        description="Transfers booked: each purchase's EARN, and a BONUS per other funder of"
+        " its points (0-point rows book none)."
+    )
     points: int = strawberry.field(description="Points booked by this call.")
     rejected_rows: list[EarnRowError] = strawberry.field(
         description="The rows not booked, in row order, with why."
@@ -138,7 +154,16 @@ class PointsBatchMutations:
                 )
                 continue
             rows.append(
-                ops.EarnRow(member, row.amount, row.reference, row.idempotency_key, row.occurred_at)
+                ops.EarnRow(
+                    member,
+                    row.amount,
+                    row.reference,
+                    row.idempotency_key,
+                    row.occurred_at,
+                    lines_of(row.lines),
+                    row.store_id,
+                    row.channel,
+                )
             )
             indexes.append(index)
 

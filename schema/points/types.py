@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 from strawberry.dataloader import DataLoader
@@ -38,6 +39,7 @@ async def coalition_settings(info: Info) -> CoalitionSettings:
 
 class TransferCode(Enum):
     EARN = "EARN"
+    BONUS = "BONUS"
     REDEEM = "REDEEM"
     REVERSAL = "REVERSAL"
     EXPIRY = "EXPIRY"
@@ -55,6 +57,9 @@ described_enum(
     values={
         "EARN": "Points given for a purchase at a partner (they may be pending during its"
         " return window).",
+        "BONUS": "Points of a purchase paid by a funder other than the partner where it"
+        " happened (a campaign's co-funding partner, or the operator when `partner` is null),"
+        " booked with the purchase's EARN and reversed with it.",
         "REDEEM": "Points burnt at a partner, by redeemPoints or a captured hold.",
         "REVERSAL": "All or part of an earn or a redemption taken back (a return, a refund);"
         " `reversalOf` is the original.",
@@ -70,16 +75,60 @@ described_enum(
 )
 
 
+@strawberry.type(description="Who pays for some of an explanation line's points.")
+class Funding:
+    partner_id: strawberry.Private[uuid.UUID | None]
+    points: int = strawberry.field(description="Points of the line this funder pays for.")
+
+    @strawberry.field(
+        description="The partner that pays (settles) these points; null for the coalition operator."
+    )
+    async def partner(self, info: Info) -> Partner | None:
+        if self.partner_id is None:
+            return None
+        found = await info.context.partners.load(self.partner_id)
+        return Partner.of(found) if found else None
+
+
 @strawberry.type(description="One line of why points were given (an earn's explanation).")
 class EarnExplanationLine:
     rule: str = strawberry.field(
-        description="The rule that gave these points, for programs (such as `BASE_RATE`);"
-        " new rules appear as the earn engine grows."
+        description="The rule that gave these points, for programs: `BASE_RATE`, `TIER` or"
+        " `CAMPAIGN`; new rules appear as the earn engine grows."
     )
     description: str = strawberry.field(
         description="The same for people: what was applied, such as the rate and the amount."
     )
     points: int = strawberry.field(description="Points this line gave (the lines add up).")
+    funded_by: list[Funding] = strawberry.field(
+        description="Who pays for these points, with the points each pays (they add up to"
+        " `points`): the partner where the purchase happened, a campaign's co-funders, or the"
+        " operator."
+    )
+    campaign_id: strawberry.Private[str | None] = None
+
+    @classmethod
+    def of(cls, line: dict[str, Any], earned_at: uuid.UUID | None) -> EarnExplanationLine:
+        """A stored line; lines booked before funding was recorded were paid by the partner
+        where the purchase happened."""
+        funded = line.get("funded_by")
+        if funded is None:
+            funded = [
+                {"partner_id": str(earned_at) if earned_at else None, "points": line["points"]}
+            ]
+        return cls(
+            rule=line["rule"],
+            description=line["description"],
+            points=line["points"],
+            funded_by=[
+                Funding(
+                    partner_id=uuid.UUID(f["partner_id"]) if f["partner_id"] else None,
+                    points=f["points"],
+                )
+                for f in funded
+            ],
+            campaign_id=line.get("campaign_id"),
+        )
 
 
 @strawberry.type(
@@ -149,7 +198,7 @@ class Transfer(Node):
     @strawberry.field(description="Why the points were given (earns).")
     def explanation(self) -> list[EarnExplanationLine]:
         lines = self.record.metadata.get("explanation", [])
-        return [EarnExplanationLine(**line) for line in lines]
+        return [EarnExplanationLine.of(line, self.record.partner_id) for line in lines]
 
     @strawberry.field(description="Why a reversal was booked, as its caller wrote it.")
     def reason(self) -> str | None:

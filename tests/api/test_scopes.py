@@ -50,6 +50,15 @@ PARTNER_FIELDS = {
     "reverseTransfer": "points:reverse",
     "member": "members:read",
     "transfer": "members:read",
+    "quoteEarn": "points:earn",
+    "campaigns": "campaigns:write",
+    "campaign": "campaigns:write",
+    "createCampaign": "campaigns:write",
+    "updateCampaign": "campaigns:write",
+    "pauseCampaign": "campaigns:write",
+    "resumeCampaign": "campaigns:write",
+    "endCampaign": "campaigns:write",
+    "archiveCampaign": "campaigns:write",
 }
 OPERATOR_FIELDS = {
     "createPartner",
@@ -58,9 +67,10 @@ OPERATOR_FIELDS = {
     "revokeApiClient",
     "updateCoalitionSettings",
     "auditLog",
+    "setTierPolicy",
     "adjustMemberPoints",
 }
-ANY_CLIENT_FIELDS = {"viewer", "node", "partners", "coalitionSettings"}
+ANY_CLIENT_FIELDS = {"viewer", "node", "partners", "coalitionSettings", "tierPolicy"}
 
 
 def _without(scope: str) -> str:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -36,7 +37,22 @@ async def _earns(engine: AsyncEngine, partner_id: uuid.UUID) -> list[Any]:
                 {"p": partner_id},
             )
         ).all()
-    return [tuple(r) for r in rows]
+    own = str(partner_id)
+
+    def named(explanation: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Who pays each line, with the partner named the same in both worlds."""
+        return [
+            {
+                **line,
+                "funded_by": [
+                    {**f, "partner_id": "issuer" if f["partner_id"] == own else f["partner_id"]}
+                    for f in line["funded_by"]
+                ],
+            }
+            for line in explanation
+        ]
+
+    return [(*r[:5], named(r[5]), *r[6:]) for r in rows]
 
 
 async def test_a_batch_books_what_single_earns_would(engine: AsyncEngine) -> None:
@@ -109,7 +125,10 @@ async def test_a_batch_books_what_single_earns_would(engine: AsyncEngine) -> Non
             {"p": bulk.id},
         )
     assert again.replayed and again.transfer_id == str(booked) and again.points == 16
-    assert again.lines == singles[1].lines
+    # The same explanation, each line paid by the partner where the purchase happened.
+    assert orjson.loads(orjson.dumps(again.lines).replace(str(bulk.id).encode(), b"issuer")) == (
+        orjson.loads(orjson.dumps(singles[1].lines).replace(str(single.id).encode(), b"issuer"))
+    )
 
 
 async def test_replaying_a_batch_books_nothing(engine: AsyncEngine) -> None:
@@ -231,6 +250,7 @@ async def test_a_member_in_debt_repays_it_first(engine: AsyncEngine) -> None:
     (member, phone, _), (clear, clear_phone, _) = await enrolled(engine, [grocer.id, cinema.id], 2)
     earned = await h.earn(engine, grocer.id, member, 100)
     await h.redeem(engine, cinema.id, member, 100)
+    assert earned.transfer_id is not None
     await h.reverse(engine, grocer.id, earned.transfer_id, None)
     assert (await h.balance(engine, member)).debt == 100
 

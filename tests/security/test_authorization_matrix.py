@@ -53,6 +53,10 @@ RULES: dict[str, str] = {
     "settlementPeriod": "settlement:read",
     "currentSettlementPeriod": "settlement:read",
     "auditLog": OPERATOR,
+    "quoteEarn": "points:earn",
+    "campaigns": "campaigns:write",
+    "campaign": "campaigns:write",
+    "tierPolicy": ANY,
     # mutations
     "enrollMember": "members:write",
     "earnPoints": "points:earn",
@@ -72,6 +76,13 @@ RULES: dict[str, str] = {
     "recordSettlementPayment": OPERATOR,
     "resolveReconciliationBreak": OPERATOR,
     "adjustMemberPoints": OPERATOR,
+    "createCampaign": "campaigns:write",
+    "updateCampaign": "campaigns:write",
+    "pauseCampaign": "campaigns:write",
+    "resumeCampaign": "campaigns:write",
+    "endCampaign": "campaigns:write",
+    "archiveCampaign": "campaigns:write",
+    "setTierPolicy": OPERATOR,
 }
 
 SCHEMA: GraphQLSchema = build_schema()._schema
@@ -83,6 +94,7 @@ ID_TYPES = {
     "breakId": "ReconciliationBreak",
     "holdId": "Hold",
     "transferId": "Transfer",
+    "id": "Campaign",
 }
 
 
