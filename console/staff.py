@@ -46,7 +46,10 @@ class Permission(StrEnum):
     MANAGE_PARTNERS = "manage_partners"  # partners, rate cards, API clients
     SETTLE = "settle"  # close periods, record payments
     ADJUST_MEMBERS = "adjust_members"
-    MANAGE_CAMPAIGNS = "manage_campaigns"
+    VIEW_CAMPAIGNS = "view_campaigns"  # the campaign list, a campaign and its versions
+    EDIT_CAMPAIGNS = "edit_campaigns"  # create, edit, try on a purchase, pause ... archive
+    VIEW_TIERS = "view_tiers"  # the tier policy, its versions, members per tier
+    EDIT_TIER_POLICY = "edit_tier_policy"
 
 
 # What each role may do; handlers check these, templates only hide what a role cannot use.
@@ -59,10 +62,21 @@ GRANTS: dict[Role, frozenset[Permission]] = {
             Permission.VIEW_PARTNERS,
             Permission.VIEW_SETTLEMENT,
             Permission.SETTLE,
+            # Who funds campaigns and tier bonuses is what settles: finance reads them.
+            Permission.VIEW_CAMPAIGNS,
+            Permission.VIEW_TIERS,
         }
     ),
+    # Marketing owns campaigns and the tier policy.
     Role.MARKETING: frozenset(
-        {Permission.VIEW_DASHBOARD, Permission.VIEW_PARTNERS, Permission.MANAGE_CAMPAIGNS}
+        {
+            Permission.VIEW_DASHBOARD,
+            Permission.VIEW_PARTNERS,
+            Permission.VIEW_CAMPAIGNS,
+            Permission.EDIT_CAMPAIGNS,
+            Permission.VIEW_TIERS,
+            Permission.EDIT_TIER_POLICY,
+        }
     ),
     Role.SUPPORT: frozenset(
         {
@@ -70,6 +84,9 @@ GRANTS: dict[Role, frozenset[Permission]] = {
             Permission.VIEW_PARTNERS,
             Permission.VIEW_MEMBERS,
             Permission.ADJUST_MEMBERS,
+            # Read-only, to explain to a member what earned what.
+            Permission.VIEW_CAMPAIGNS,
+            Permission.VIEW_TIERS,
         }
     ),
 }

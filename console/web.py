@@ -37,8 +37,10 @@ from starlette.types import Scope as AsgiScope
 from api.settings import Settings
 from api.throttle import AuthThrottle, address_key
 from console import staff as staff_
+from console.campaigns import CampaignPages
 from console.dashboard import load_dashboard
 from console.staff import Permission, Session
+from console.tiers import TierPages, member_standing
 from core import audit
 from core.caller import ALL_SCOPES, OPERATOR_PARTY, Caller, Scope
 from core.errors import DomainError, ErrorCode
@@ -691,6 +693,7 @@ class Console:
             "expiring": await ledger_queries.expiring(conn, found.id, 30),
             "history": history,
             "partner_names": {k: v.name for k, v in names.items()},
+            "standing": await member_standing(conn, found.id),
         }
 
     # ---- settlement ---------------------------------------------------------------------
@@ -920,6 +923,8 @@ class Console:
     # ---- the ASGI app --------------------------------------------------------------------
 
     def app(self) -> ASGIApp:
+        campaigns = CampaignPages(self, PREFIX)
+        tiers = TierPages(self, PREFIX)
         routes = [
             Route("/", self.page(Permission.VIEW_DASHBOARD, self.dashboard), methods=["GET"]),
             Route("/sign-in", self.sign_in_page, methods=["GET", "POST"]),
@@ -1004,6 +1009,50 @@ class Console:
                 "/partners/{slug}/clients/revoke",
                 self.page(Permission.MANAGE_PARTNERS, self.revoke_client),
                 methods=["POST"],
+            ),
+            Route(
+                "/campaigns",
+                self.page(Permission.VIEW_CAMPAIGNS, campaigns.list_page),
+                methods=["GET"],
+            ),
+            Route(
+                "/campaigns",
+                self.page(Permission.EDIT_CAMPAIGNS, campaigns.create),
+                methods=["POST"],
+            ),
+            Route(
+                "/campaigns/new",
+                self.page(Permission.EDIT_CAMPAIGNS, campaigns.new_page),
+                methods=["GET"],
+            ),
+            Route(
+                "/campaigns/condition",
+                self.page(Permission.EDIT_CAMPAIGNS, campaigns.check_condition),
+                methods=["POST"],
+            ),
+            Route(
+                "/campaigns/preview",
+                self.page(Permission.EDIT_CAMPAIGNS, campaigns.preview),
+                methods=["POST"],
+            ),
+            Route(
+                "/campaigns/{campaign_id:uuid}",
+                self.page(Permission.VIEW_CAMPAIGNS, campaigns.detail_page),
+                methods=["GET"],
+            ),
+            Route(
+                "/campaigns/{campaign_id:uuid}",
+                self.page(Permission.EDIT_CAMPAIGNS, campaigns.update),
+                methods=["POST"],
+            ),
+            Route(
+                "/campaigns/{campaign_id:uuid}/{action}",
+                self.page(Permission.EDIT_CAMPAIGNS, campaigns.lifecycle),
+                methods=["POST"],
+            ),
+            Route("/tiers", self.page(Permission.VIEW_TIERS, tiers.page), methods=["GET"]),
+            Route(
+                "/tiers", self.page(Permission.EDIT_TIER_POLICY, tiers.set_policy), methods=["POST"]
             ),
             Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="console-static"),
         ]
