@@ -37,6 +37,18 @@ class TransferRecord:
     occurred_at: datetime
     created_at: datetime
 
+    @property
+    def booked_by_partner_id(self) -> uuid.UUID | None:
+        """The partner whose request booked it (what a partner may see). A BONUS standing for
+        a purchase the partner itself paid nothing for is paid by its funder (`partner_id`)
+        but was booked by the partner where the purchase happened (`earned_at`)."""
+        earned_at = self.metadata.get(EARNED_AT)
+        return uuid.UUID(earned_at) if earned_at else self.partner_id
+
+
+EARNED_AT = "earned_at"
+"""Metadata of a BONUS heading a purchase: the partner where the purchase happened."""
+
 
 @dataclass(frozen=True)
 class HoldRecord:
