@@ -27,7 +27,12 @@ from ledger.amounts import InvalidDecimal, format_decimal, parse_decimal
 from partners import service as partner_service
 from points.rules.model import FundingShare, TierPolicyRule, TierRule
 from points.tiers.members import TierChangeRecord, member_tiers_of, tier_history
-from points.tiers.policy import StoredTierPolicy, current_policy, set_tier_policy
+from points.tiers.policy import (
+    StoredTierPolicy,
+    current_policy,
+    policy_versions,
+    set_tier_policy,
+)
 from points.tiers.qualifying import qualifying_points
 
 if TYPE_CHECKING:
@@ -40,58 +45,9 @@ MAX_ROWS = 40
 DEFAULT_WINDOW_DAYS = 365
 _TIER_COLUMNS = ("code", "name", "threshold", "multiplier")  # the form's tier row
 
-# Every version, newest first (the policy changes a few times a year).
-_VERSIONS = text(
-    """
-    SELECT p.version, p.effective_at, p.window_days, p.grace_days, p.funding, p.created_by,
-           (SELECT COALESCE(jsonb_agg(jsonb_build_object(
-                     'code', t.code, 'name', t.name, 'threshold', t.threshold,
-                     'multiplier', t.multiplier::text) ORDER BY t.position), '[]')
-            FROM tier_policy_tiers t WHERE t.policy_version = p.version) AS tiers
-    FROM tier_policies p ORDER BY p.version DESC LIMIT :limit
-    """
-)
 _MEMBERS_PER_TIER = text(
     "SELECT tier_code, count(*) AS members FROM member_tiers GROUP BY tier_code ORDER BY tier_code"
 )
-
-
-def _plain(value: Decimal) -> Decimal:
-    """Without the column's trailing zeros ("1.500000" is 1.5, "2.000000" is 2)."""
-    return value.quantize(Decimal(1)) if value == value.to_integral_value() else value.normalize()
-
-
-def _version(row: Any) -> StoredTierPolicy:
-    return StoredTierPolicy(
-        version=row.version,
-        effective_at=row.effective_at,
-        created_by=row.created_by,
-        rule=TierPolicyRule(
-            window_days=row.window_days,
-            grace_days=row.grace_days,
-            tiers=tuple(
-                TierRule(
-                    code=t["code"],
-                    name=t["name"],
-                    threshold=int(t["threshold"]),
-                    multiplier=_plain(Decimal(t["multiplier"])),
-                )
-                for t in row.tiers
-            ),
-            funding=tuple(
-                FundingShare(
-                    funder=None if f.get("partner_id") is None else uuid.UUID(f["partner_id"]),
-                    share=Decimal(f["share"]),
-                )
-                for f in row.funding
-            ),
-        ),
-    )
-
-
-async def policy_versions(conn: AsyncConnection, limit: int = HISTORY) -> list[StoredTierPolicy]:
-    """The policy's versions, newest first."""
-    return [_version(r) for r in await conn.execute(_VERSIONS, {"limit": limit})]
 
 
 async def members_per_tier(conn: AsyncConnection) -> dict[str, int]:
@@ -292,7 +248,7 @@ class TierPages:
         saved: bool = False,
     ) -> Response:
         async with self.engine.connect() as conn:
-            versions = await policy_versions(conn)
+            versions = await policy_versions(conn, HISTORY)
             counts = await members_per_tier(conn)
             total = int(await conn.scalar(text("SELECT count(*) FROM members")) or 0)
             partners = sorted(

@@ -352,6 +352,11 @@ async def _versions(conn: AsyncConnection, revision: int | None) -> tuple[Stored
     return versions
 
 
+async def policy_versions(conn: AsyncConnection, limit: int) -> list[StoredTierPolicy]:
+    """The latest `limit` versions, newest first (the console's history)."""
+    return list(reversed(await _versions(conn, None)))[:limit]
+
+
 def _at(versions: tuple[StoredTierPolicy, ...], at: datetime | None) -> StoredTierPolicy | None:
     if at is None:
         return versions[-1] if versions else None
