@@ -257,7 +257,9 @@ async def _run(
             async with engine.begin() as conn:
                 await update_settings(conn, funding_model="ISSUANCE")
         await _seed_members(engine, partner_id, members)
-        path = OUT / "ingest-purchases.csv"
+        # One file per process: the suite's two database passes run this side by side, and a
+        # file rewritten by the other pass between the import and its re-run is not a replay.
+        path = OUT / f"ingest-purchases-{os.getpid()}.csv"
         since = None
         if campaigns is not None:  # a comparison: both imports' purchases happen just now
             if campaigns:
