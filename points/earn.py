@@ -323,7 +323,9 @@ async def _price_and_book(
             lines=earn.metadata["explanation"],
         )
         try:
-            booked = await _book(conn, earn, key, digest, outcome)
+            booked = await book_earn_once(
+                conn, earn, key=key, request_hash=digest, result=stored_result(outcome)
+            )
         except CampaignLimitReached as reached:
             if reached.kind == "BUDGET":
                 left = await budget_left(conn, reached.campaign_id)
@@ -333,14 +335,6 @@ async def _price_and_book(
             continue
         return outcome, earn, booked
     raise RuntimeError("campaign limits kept changing while pricing an earn")
-
-
-async def _book(
-    conn: AsyncConnection, earn: EarnToBook, key: str, digest: str, outcome: EarnOutcome
-) -> datetime | KeyTaken | None:
-    return await book_earn_once(
-        conn, earn, key=key, request_hash=digest, result=stored_result(outcome)
-    )
 
 
 async def _fresh_usage(conn: AsyncConnection, member: MemberState, at: datetime) -> MemberState:
